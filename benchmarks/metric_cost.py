@@ -1,0 +1,95 @@
+"""Metric cost: FID/KID/coverage on the held-out set vs one training epoch, and the Fréchet
+distance computation itself (torchmetrics' compute on cached features) on CPU and, when there
+is one, on CUDA."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from _report import write
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from ganstop import recipe as rc
+from ganstop.data import load_data
+from ganstop.metrics.registry import Evaluator
+from ganstop.train import Trainer
+
+
+class Identity(torch.nn.Module):
+    """Features are the input: times the Fréchet computation alone."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x):
+        return x
+
+
+def frechet_seconds(dim: int, n: int, device: str, repeats: int) -> float:
+    metric = FrechetInceptionDistance(feature=Identity(dim), reset_real_features=False, compute_with_cache=False).to(device)
+    metric.update(torch.randn(n, dim, device=device), real=True)
+    metric.update(torch.randn(n, dim, device=device) + 0.1, real=False)
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        metric.compute()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipe", default="digits-dcgan")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 repeats")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else args.repeats
+    recipe = rc.load(args.recipe, [("train.max_epochs", repeats + 1), ("stopping.warmup", 0),
+                                   ("stopping.patience", 1000), ("train.device", "cpu")])
+    data = load_data(recipe)
+    evaluator = Evaluator(recipe, data, torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as ckpt:
+        trainer = Trainer(recipe, data, evaluator, Path(ckpt), progress=False)
+        trainer.fit()
+    epoch = statistics.median(h["epoch_seconds"] for h in trainer.history[1:])
+    validation = statistics.median(h["validation_seconds"] for h in trainer.history[1:])
+    samples = trainer.generate(trainer.val_z)
+    per_metric = {}
+    for name, compute in zip(evaluator.selection.names, evaluator._computes):
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            compute(samples)
+            times.append(time.perf_counter() - started)
+        per_metric[name] = statistics.median(times)
+    lines = [f"{args.recipe}: {len(data.val)} held-out images, {evaluator.n_samples} generated per check.", "",
+             "| what | seconds | share of one training epoch |", "| --- | --- | --- |",
+             f"| one training epoch | {epoch:.3f} | 100% |",
+             f"| a whole validation (generate + all metrics) | {validation:.3f} | {validation / epoch:.1%} |"]
+    lines += [f"| {name} | {s:.4f} | {s / epoch:.1%} |" for name, s in per_metric.items()]
+    lines += ["", "Fréchet distance from cached features (torchmetrics compute, float64 matrix square root):", "",
+              "| features | samples | device | seconds |", "| --- | --- | --- | --- |"]
+    result = {"validation_share": validation / epoch}
+    for dim, n in ((128, 2000), (2048, 10000)):
+        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+            seconds = frechet_seconds(dim, n, device, repeats)
+            lines.append(f"| {dim} | {n} | {device} | {seconds:.4f} |")
+            result[f"frechet_{dim}_{device}_s"] = seconds
+    if not torch.cuda.is_available():
+        lines.append("\nNo GPU on this machine: CUDA rows are reported only from a GPU run.")
+    print("\n".join(lines))
+    print(write(f"Metric cost ({args.recipe})", lines, result))
+
+
+if __name__ == "__main__":
+    main()

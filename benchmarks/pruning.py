@@ -1,0 +1,67 @@
+"""Pruning: the same study (same sampler seed, same trials) with the default pruner and none.
+
+Reports total epochs spent, wall time and the best objective of each, and their ratios.
+Goal: pruned study uses <= 40% of the epochs with a best objective within 5%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from _report import scratch_tracking, write
+
+from ganstop import recipe as rc
+from ganstop import study_runner
+
+PRUNER_OPTIONS = dict(startup_trials=3, warmup_steps=0, percentile=25.0, patience=2, lower=None, upper=None,
+                      min_resource=1, reduction_factor=3)
+
+
+def run(recipe: rc.Recipe, pruner: str, trials: int, folder: Path) -> dict:
+    started = time.perf_counter()
+    summary = study_runner.run_study(
+        recipe, n_trials=trials, timeout=None, storage_url=f"sqlite:///{folder / f'{pruner}.db'}",
+        study_name=f"bench-{pruner}", pruner=pruner, pruner_options=PRUNER_OPTIONS, quality_only=False, workers=1,
+        heartbeat=30, grace=120, retries=0, experiment_name=f"bench-{pruner}", progress=False, argv=[])
+    summary["seconds"] = time.perf_counter() - started
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--recipe", default="grid25-mlp")
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="ring8 on 20k points, 8 trials of at most 20 epochs")
+    args = parser.parse_args()
+    overrides = [("train.seed", args.seed)]
+    if args.quick:
+        args.recipe, args.trials = "ring8-mlp", 8
+        overrides += [("dataset.n_train", 20_000), ("train.max_epochs", 20)]
+    recipe = rc.load(args.recipe, overrides)
+    folder = scratch_tracking()
+    results = {p: run(recipe, p, args.trials, folder) for p in ("median", "none")}
+    pruned, full = results["median"], results["none"]
+    lines = ["| pruner | trials | pruned | failed | epochs | wall s | best objective | best metric | best params |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, s in results.items():
+        best = s.get("best") or {}
+        lines.append(f"| {name} | {s['n_trials']} | {s['n_pruned']} | {s['n_failed']} | {s['total_epochs']} | "
+                     f"{s['seconds']:.0f} | {best.get('value', float('nan')):.4g} | "
+                     f"{best.get('best_metric', float('nan')):.4g} | {best.get('params')} |")
+    result = {
+        "recipe": args.recipe, "trials": args.trials,
+        "epochs_ratio": pruned["total_epochs"] / max(1, full["total_epochs"]),
+        "time_ratio": pruned["seconds"] / full["seconds"],
+        "best_objective_ratio": pruned["best"]["value"] / full["best"]["value"],
+        "pruned_trials": pruned["n_pruned"],
+    }
+    print("\n".join(lines))
+    print(write(f"Pruning: median vs none ({args.recipe}, {args.trials} trials)", lines, result))
+
+
+if __name__ == "__main__":
+    main()

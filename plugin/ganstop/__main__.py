@@ -1,0 +1,3 @@
+from ganstop.cli import main
+
+main()

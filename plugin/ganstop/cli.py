@@ -1,0 +1,238 @@
+"""`ganstop` command line: parse, call, report. Bad input is one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import subprocess
+import sys
+import time
+
+import click
+
+from ganstop import recipe as rc
+from ganstop.errors import GanstopError
+from ganstop.masking import mask
+from ganstop.recipe import RecipeError
+
+PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "patient", "threshold", "none")
+
+DEFAULT_RECIPE = "digits-dcgan"
+EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+
+
+class Blank(click.ParamType):
+    """A typed option where an empty string means "not set" (MLproject defaults are strings)."""
+
+    def __init__(self, inner: click.ParamType):
+        self.inner, self.name = inner, inner.name
+
+    def convert(self, value, param, ctx):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self.inner.convert(value, param, ctx)
+
+
+SHORTCUTS = {  # CLI flag -> recipe key
+    "patience": "stopping.patience",
+    "min_delta": "stopping.min_delta",
+    "max_epochs": "train.max_epochs",
+    "seed": "train.seed",
+    "device": "train.device",
+}
+
+
+OVERRIDE_START = re.compile(r"\s+(?=[A-Za-z_]+\.[A-Za-z_]+=)")  # "a.b=1 c.d=[x, y]" -> two overrides
+
+
+def recipe_options(command):
+    """--recipe, --set and the shortcut flags, turned into one ``recipe`` argument."""
+
+    @click.option("--recipe", "recipe_path", default=DEFAULT_RECIPE, show_default=True,
+                  help="Recipe YAML path or shipped recipe name; its keys override the documented defaults.")
+    @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                  help="Override one recipe value; repeatable. Space-separated pairs in one value work too.")
+    @click.option("--patience", type=Blank(click.INT), help="stopping.patience (validation checks).")
+    @click.option("--min-delta", type=Blank(click.FLOAT), help="stopping.min_delta.")
+    @click.option("--max-epochs", type=Blank(click.INT), help="train.max_epochs.")
+    @click.option("--seed", type=Blank(click.INT), help="train.seed.")
+    @click.option("--device", type=Blank(click.STRING), help="train.device: auto, cpu, cuda or cuda:N.")
+    @functools.wraps(command)
+    def wrapper(recipe_path, overrides, **kwargs):
+        pairs = [rc.parse_override(item) for value in overrides for item in OVERRIDE_START.split(value.strip()) if item]
+        pairs += [(key, kwargs.pop(flag)) for flag, key in SHORTCUTS.items() if kwargs.get(flag) is not None]
+        for flag in SHORTCUTS:
+            kwargs.pop(flag, None)
+        return command(recipe=rc.load(recipe_path, pairs), **kwargs)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mlflow-ganstop")
+def cli() -> None:
+    """Train GANs that stop on sample quality, tracked in MLflow."""
+
+
+@cli.command()
+@recipe_options
+@click.option("--experiment-name", type=Blank(click.STRING), help="MLflow experiment (created if missing).")
+@click.option("--run-name", type=Blank(click.STRING), help="MLflow run name.")
+@click.option("--progress/--no-progress", default=True, help="Show the epoch progress bar.")
+@click.option("--resume", "resume_run", type=Blank(click.STRING), metavar="RUN_ID",
+              help="Continue a killed run from its last checkpoint, with the recipe it logged.")
+def train(recipe, experiment_name, run_name, progress, resume_run) -> None:
+    """Train one GAN, stop on held-out sample quality, log the best-epoch generator."""
+    import mlflow
+
+    from ganstop import runner
+    from ganstop.tracking import check_reachable
+
+    check_reachable()
+    if resume_run:
+        recipe = runner.resumable(resume_run)
+    prepared = runner.prepare(recipe)
+    with runner.start_run(experiment_name, run_name, resume_run) as run:
+        try:
+            result, logger = runner.train_in_run(prepared, run.info.run_id, progress=progress)
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")  # not FAILED: the user stopped it, and it can be resumed
+            raise
+    click.echo(runner.summary(result, run.info.run_id, logger.model_uri))
+
+
+@cli.command()
+@recipe_options
+@click.option("--n-trials", type=Blank(click.IntRange(min=1)), default="20", show_default=True,
+              help="Trials this command runs (split over --workers).")
+@click.option("--timeout", type=Blank(click.FloatRange(min=0, min_open=True)), help="Stop starting trials after this many seconds.")
+@click.option("--storage", envvar="GANSTOP_STORAGE", type=Blank(click.STRING),
+              help="Optuna RDB storage URL (default sqlite:///optuna.db); env GANSTOP_STORAGE.")
+@click.option("--study-name", type=Blank(click.STRING), help="Study to create or join (default: dataset-family).")
+@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
+@click.option("--prune-startup-trials", type=click.IntRange(min=0), default=3, show_default=True,
+              help="median/percentile/patient: trials before pruning starts.")
+@click.option("--prune-warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="median/percentile/patient/threshold: epochs before a trial can be pruned.")
+@click.option("--prune-percentile", type=click.FloatRange(0, 100), default=25.0, show_default=True)
+@click.option("--prune-patience", type=click.IntRange(min=0), default=2, show_default=True, help="patient pruner.")
+@click.option("--prune-lower", type=Blank(click.FLOAT), help="threshold pruner: prune below this.")
+@click.option("--prune-upper", type=Blank(click.FLOAT), help="threshold pruner: prune above this.")
+@click.option("--min-resource", type=click.IntRange(min=1), default=1, show_default=True,
+              help="hyperband/successive-halving: epochs of the first rung.")
+@click.option("--reduction-factor", type=click.IntRange(min=2), default=3, show_default=True)
+@click.option("--objective", type=click.Choice(["compute", "quality"]), default="compute", show_default=True,
+              help="compute: best metric plus search.compute_weight x share of the epoch budget spent.")
+@click.option("--workers", type=Blank(click.IntRange(min=1)), default="1", show_default=True,
+              help="Worker processes on this machine (one per GPU when there are GPUs).")
+@click.option("--heartbeat", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Seconds between trial heartbeats.")
+@click.option("--grace", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Seconds without a heartbeat before a trial counts as dead.")
+@click.option("--retry-failed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Re-run a dead worker's trial up to this many times.")
+@click.option("--experiment-name", type=Blank(click.STRING), help="MLflow experiment of the study run.")
+@click.option("--progress/--no-progress", default=True, help="Show the progress bar over trials.")
+def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_trials, prune_warmup_epochs,
+         prune_percentile, prune_patience, prune_lower, prune_upper, min_resource, reduction_factor, objective,
+         workers, heartbeat, grace, retry_failed, experiment_name, progress) -> None:
+    """Search stopping and decay parameters with Optuna; one nested MLflow run per trial."""
+    from ganstop import study_runner
+
+    pruner_options = dict(startup_trials=prune_startup_trials, warmup_steps=prune_warmup_epochs,
+                          percentile=prune_percentile, patience=prune_patience, lower=prune_lower,
+                          upper=prune_upper, min_resource=min_resource, reduction_factor=reduction_factor)
+    summary = study_runner.run_study(
+        recipe, n_trials=n_trials or 20, timeout=timeout, storage_url=storage, study_name=study_name,
+        pruner=pruner, pruner_options=pruner_options, quality_only=objective == "quality", workers=workers or 1,
+        heartbeat=heartbeat, grace=grace, retries=retry_failed, experiment_name=experiment_name,
+        progress=progress, argv=_ARGV)
+    click.echo(study_runner.describe(summary))
+
+
+@cli.command()
+@click.option("--model-name", required=True, help="Registered model to promote into.")
+@click.option("--study-name", type=Blank(click.STRING), help="Promote this study's best completed trial ...")
+@click.option("--storage", envvar="GANSTOP_STORAGE", type=Blank(click.STRING), help="... kept in this storage.")
+@click.option("--run-id", type=Blank(click.STRING), help="... or this run's generator.")
+@click.option("--n-samples", type=Blank(click.IntRange(min=2)), help="Samples per model (default: held-out size).")
+@click.option("--seed", type=Blank(click.INT), default="0", show_default=True, help="Latent seed, shared by both models.")
+@click.option("--dry-run", is_flag=True, help="Print the decision, change nothing.")
+def promote(model_name, study_name, storage, run_id, n_samples, seed, dry_run) -> None:
+    """Register a generator; make it @champion only if it beats the current one."""
+    from ganstop import promote as promote_mod
+
+    decision = promote_mod.promote(model_name, run_id=run_id, study_name=study_name, storage=storage,
+                                   dry_run=dry_run, n_samples=n_samples, seed=seed or 0)
+    click.echo(decision.describe(dry_run))
+
+
+@cli.command()
+@click.option("--model-uri", required=True, help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/..., a path.")
+@click.option("--n", type=click.IntRange(min=1), default=64, show_default=True, help="How many samples.")
+@click.option("--seed", type=click.INT, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", show_default=True)
+@click.option("--out-npy", type=Blank(click.Path(dir_okay=False)), help="Also save the raw samples (.npy).")
+def generate(model_uri, n, seed, out, out_npy) -> None:
+    """Write a grid (or 2D scatter) of samples from a logged or registered generator."""
+    from pathlib import Path
+
+    from ganstop.generate import generate as run_generate
+
+    samples = run_generate(model_uri, n, seed, Path(out), Path(out_npy) if out_npy else None)
+    click.echo(f"{len(samples)} samples of shape {tuple(samples.shape[1:])} from {model_uri} -> {out}"
+               + (f", {out_npy}" if out_npy else ""))
+
+
+def _discard_mlflow_run() -> None:
+    """`mlflow run` created a run before we saw the input: remove it so nothing is left behind.
+
+    `mlflow run` marks the run FAILED after we exit and crashes if it is already deleted (its
+    terminated-status check compares a string to ints), so a detached helper waits for that
+    and deletes the run then.
+    """
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        subprocess.Popen([sys.executable, "-c", f"from ganstop.cli import reap; reap({run_id!r})"],
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+
+
+def reap(run_id: str, timeout: float = 60.0) -> None:
+    """Delete ``run_id`` once its launcher has marked it terminated (or after ``timeout``)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    deadline = time.monotonic() + timeout
+    while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    client.delete_run(run_id)
+
+
+HTTP_DEFAULTS = {  # MLflow's defaults retry for minutes; a dead server should cost seconds
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+_ARGV: list[str] = []  # this command line, for `tune --workers` to start copies of itself
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: click's errors and ours become one line, never a traceback."""
+    _ARGV[:] = sys.argv[1:] if argv is None else argv
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    try:
+        cli.main(args=argv, prog_name="ganstop", standalone_mode=False)
+    except (click.ClickException, RecipeError) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        _discard_mlflow_run()
+        click.echo(f"ganstop: error: {mask(message)}", err=True)
+        sys.exit(EXIT_USAGE)
+    except GanstopError as exc:
+        click.echo(f"ganstop: error: {exc}", err=True)
+        sys.exit(1)
+    except (KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("ganstop: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,1 @@
+"""Sample-quality metrics behind one registry (see ``registry``)."""

@@ -1,0 +1,119 @@
+"""Which metrics exist, what they output, which direction is better, and how to build them.
+
+Add a metric by adding a ``Metric`` entry; the recipe checks names and the monitor here.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ganstop.metrics import classifier
+from ganstop.paths import cache_root
+from ganstop.recipe import Recipe, RecipeError
+
+
+@dataclass(frozen=True)
+class Metric:
+    kind: str  # "image" | "points"
+    outputs: dict[str, str]  # output name -> "min" | "max"
+    builder: str  # "module:function" in ganstop.metrics, imported on use: recipe checks stay light
+
+    def build(self, ctx: "Context") -> Callable[[torch.Tensor], dict[str, float]]:
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(f"ganstop.metrics.{module}"), function)(ctx)
+
+
+REGISTRY: dict[str, Metric] = {
+    "fid": Metric("image", {"fid": "min"}, "image:fid"),
+    "kid": Metric("image", {"kid": "min", "kid_std": "min"}, "image:kid"),
+    "coverage": Metric("image", {"class_coverage": "max", "class_kl": "min"}, "image:coverage"),
+    "inception_fid": Metric("image", {"inception_fid": "min"}, "image:inception_fid"),
+    "modes": Metric("points", {"modes": "max", "hq_ratio": "max", "mode_kl": "min"}, "mixture:modes"),
+    "swd": Metric("points", {"swd": "min"}, "mixture:swd"),
+}
+DEFAULTS = {"image": (["fid", "kid", "coverage"], "fid"), "points": (["modes", "swd"], "swd")}
+
+
+@dataclass(frozen=True)
+class Selection:
+    names: list[str]
+    monitor: str
+    mode: str
+
+
+def dataset_kind(recipe: Recipe) -> str:
+    return "points" if recipe.dataset.name in ("ring8", "grid25") else "image"
+
+
+def _unknown(what: str, name: str, options) -> RecipeError:
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.0)
+    hint = f" (did you mean {match[0]!r}?)" if match else ""
+    return RecipeError(f"unknown {what} {name!r}{hint}; known: {', '.join(options)}")
+
+
+def resolve(recipe: Recipe) -> Selection:
+    """The metric names, monitored output and its mode for this recipe, or a RecipeError."""
+    kind = dataset_kind(recipe)
+    default_names, default_monitor = DEFAULTS[kind]
+    names = default_names if recipe.metrics.names in ([], ["auto"]) else list(recipe.metrics.names)
+    for name in names:
+        if name not in REGISTRY:
+            raise _unknown("metric", name, REGISTRY)
+        if REGISTRY[name].kind != kind:
+            raise RecipeError(f"metric {name!r} is for {REGISTRY[name].kind} data, but dataset "
+                              f"{recipe.dataset.name} is {kind}; use {', '.join(default_names)}")
+    if "inception_fid" in names and not recipe.metrics.inception_weights:
+        raise RecipeError("metric inception_fid needs metrics.inception_weights (a local weights file)")
+    outputs = {out: mode for name in names for out, mode in REGISTRY[name].outputs.items()}
+    monitor = recipe.stopping.monitor or (default_monitor if default_monitor in outputs else next(iter(outputs)))
+    if monitor not in outputs:
+        raise _unknown("stopping.monitor", monitor, outputs)
+    mode = outputs[monitor] if recipe.stopping.mode == "auto" else recipe.stopping.mode
+    return Selection(names, monitor, mode)
+
+
+class Context:
+    """What metric builders share: held-out reference on the device, the cached classifier."""
+
+    def __init__(self, recipe: Recipe, data, device: torch.device, n_samples: int):
+        self.recipe, self.data, self.device, self.n_samples = recipe, data, device, n_samples
+        self.reference = (data.val + 1) / 2 if data.kind == "image" else data.val
+        self.reference = self.reference.to(device)
+        self.classifier_accuracy: float | None = None
+
+    @functools.cached_property
+    def classifier(self) -> classifier.Classifier:
+        cache = Path(self.recipe.metrics.cache_dir) if self.recipe.metrics.cache_dir else cache_root()
+        model, self.classifier_accuracy = classifier.load_or_train(
+            (self.data.train + 1) / 2, self.data.train_labels, (self.data.val + 1) / 2, self.data.val_labels,
+            self.data.n_classes, self.recipe.metrics.classifier_epochs, cache, self.device)
+        return model
+
+    @functools.cached_property
+    def features(self) -> classifier.Features:
+        return classifier.Features(self.classifier)
+
+
+class Evaluator:
+    """All selected metrics of one recipe, computed from one batch of generated samples."""
+
+    def __init__(self, recipe: Recipe, data, device: torch.device):
+        self.selection = resolve(recipe)
+        self.n_samples = recipe.metrics.n_samples or len(data.val)
+        ctx = Context(recipe, data, device, self.n_samples)
+        self._computes = [REGISTRY[name].build(ctx) for name in self.selection.names]
+        self.classifier_accuracy = ctx.classifier_accuracy
+
+    def __call__(self, samples: torch.Tensor) -> dict[str, float]:
+        """Samples in user units: images in [0, 1], points as coordinates."""
+        out: dict[str, float] = {}
+        for compute in self._computes:
+            out.update(compute(samples))
+        return out

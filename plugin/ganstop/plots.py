@@ -1,0 +1,73 @@
+"""Pictures a person looks at: sample grids, 2D scatter plots, training curves."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def image_grid(images: torch.Tensor, min_side: int = 256) -> Image.Image:
+    """(n, C, H, W) in [0, 1] -> one PIL image, rows of ceil(sqrt(n)), upscaled to be visible."""
+    n, c, h, w = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.ones(c, rows * (h + 1) + 1, cols * (w + 1) + 1)
+    for i, img in enumerate(images):
+        r, col = divmod(i, cols)
+        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + col * (w + 1): 1 + col * (w + 1) + w] = img
+    array = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    pil = Image.fromarray(array[..., 0] if c == 1 else array)
+    scale = max(1, min_side // max(pil.size))
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def scatter(points: torch.Tensor, means: torch.Tensor | None, title: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4, label="generated")
+    if means is not None:
+        ax.scatter(means[:, 0], means[:, 1], s=30, c="red", marker="x", label="modes")
+        pad = 0.5 * float(means.abs().max()) + 0.5
+        limit = float(means.abs().max()) + pad
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+    ax.set_aspect("equal")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=7)
+    return _png(fig)
+
+
+def curves(history: list[dict[str, float]], monitor: str, best_epoch: int | None) -> bytes:
+    """Losses, learning rates and the monitored metric over epochs, best epoch marked."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
+    epochs = np.array([h["epoch"] for h in history])
+    for key in ("d_loss", "g_loss"):
+        axes[0].plot(epochs, [h[key] for h in history], label=key)
+    for key in ("lr_g", "lr_d"):
+        axes[1].plot(epochs, [h[key] for h in history], label=key)
+    checked = [h for h in history if monitor in h]
+    values = [h[monitor] for h in checked]
+    axes[2].plot([h["epoch"] for h in checked], values, marker=".", label=monitor)
+    if values and min(values) > 0 and max(values) > 10 * min(values):
+        axes[2].set_yscale("log")  # FID falls by orders of magnitude; the tail is what matters
+    for ax, title in zip(axes, ("losses", "learning rates", f"{monitor} (held out)")):
+        if best_epoch is not None and ax is axes[2]:
+            ax.axvline(best_epoch, color="green", linestyle="--", label=f"best epoch {best_epoch}")
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
+    return _png(fig)

@@ -1,0 +1,130 @@
+"""Registry promotion with aliases: a candidate becomes ``@champion`` only if it wins a fair
+re-evaluation against the current champion (same held-out data, metric, sample count and
+latents); otherwise it becomes ``@challenger``. Stages are not used (deprecated in MLflow)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import mlflow
+import optuna
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from ganstop.data import load_data
+from ganstop.evaluator import score
+from ganstop.masking import mask
+from ganstop.metrics.registry import resolve
+from ganstop.recipe import RecipeError
+from ganstop.search import DEFAULT_STORAGE, RUN_ATTR, TAG_STUDY
+from ganstop.tracking import TAG_MODEL_URI, check_reachable, logged_recipe
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+TAG_SOURCE_RUN = "ganstop.source_run"
+
+
+@dataclass
+class Decision:
+    model_name: str
+    run_id: str
+    metric: str
+    mode: str
+    candidate_score: float
+    champion_score: float | None
+    champion_version: str | None
+    alias: str  # what the candidate gets: champion or challenger
+    version: str | None = None  # None on a dry run that would register a new version
+    study: str | None = None
+
+    def describe(self, dry_run: bool) -> str:
+        verb = "would become" if dry_run else "is now"
+        version = f"version {self.version}" if self.version else "a new version"
+        if self.champion_version and self.champion_version == self.version:
+            verb, against = "stays", "it is the champion already"
+        elif self.champion_version:
+            against = f"champion version {self.champion_version} scored {self.champion_score:.5g}"
+        else:
+            against = "there was no champion"
+        return (f"{self.model_name}: {version} from run {self.run_id} {verb} @{self.alias} "
+                f"({self.metric} {self.candidate_score:.5g}; {against})")
+
+
+def _best_trial_run(study_name: str, storage: str | None) -> str:
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage or DEFAULT_STORAGE)
+    except KeyError:
+        raise RecipeError(f"no study named {study_name!r} in {mask(storage or DEFAULT_STORAGE)}") from None
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        raise RecipeError(f"study {study_name!r} has no completed trial to promote")
+    return study.best_trial.user_attrs[RUN_ATTR]
+
+
+def _candidate(client: MlflowClient, run_id: str):
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise RecipeError(f"no MLflow run {run_id!r} in {mask(mlflow.get_tracking_uri())}") from None
+    if TAG_MODEL_URI not in run.data.tags:
+        raise RecipeError(f"run {run_id} has no logged generator (pruned, failed or not a ganstop run)")
+    return run
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    return a < b if mode == "min" else a > b
+
+
+def promote(model_name: str, run_id: str | None = None, study_name: str | None = None, storage: str | None = None,
+            dry_run: bool = False, n_samples: int | None = None, seed: int = 0) -> Decision:
+    if bool(run_id) == bool(study_name):
+        raise RecipeError("promote needs exactly one of --run-id or --study-name")
+    check_reachable()
+    client = MlflowClient()
+    run_id = run_id or _best_trial_run(study_name, storage)
+    run = _candidate(client, run_id)
+    recipe = logged_recipe(run_id)
+    data = load_data(recipe)
+    selection = resolve(recipe)
+    metric, mode = selection.monitor, selection.mode
+
+    existing = _version_of_run(client, model_name, run_id)
+    champion = _alias(client, model_name, CHAMPION)
+    candidate_score = score(mlflow.pyfunc.load_model(run.data.tags[TAG_MODEL_URI]), recipe, data, n_samples, seed)[metric]
+    champion_score = None
+    if champion is not None and champion.version != getattr(existing, "version", None):
+        champion_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}")
+        champion_score = score(champion_model, recipe, data, n_samples, seed)[metric]
+    wins = champion is None or champion_score is None or _better(candidate_score, champion_score, mode)
+    decision = Decision(model_name, run_id, metric, mode, candidate_score, champion_score,
+                        champion.version if champion else None, CHAMPION if wins else CHALLENGER,
+                        existing.version if existing else None, study_name or run.data.tags.get(TAG_STUDY))
+    if dry_run:
+        return decision
+
+    if existing is None:
+        existing = mlflow.register_model(run.data.tags[TAG_MODEL_URI], model_name,
+                                         tags={TAG_SOURCE_RUN: run_id})
+    decision.version = existing.version
+    tags = {"ganstop.metric": metric, "ganstop.mode": mode, "ganstop.candidate_score": candidate_score,
+            "ganstop.champion_score": "none" if champion_score is None else champion_score,
+            "ganstop.champion_version": decision.champion_version or "none", TAG_SOURCE_RUN: run_id,
+            "ganstop.study": decision.study or "none", "ganstop.decision": decision.alias}
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, existing.version, key, str(value))
+    client.set_registered_model_alias(model_name, decision.alias, existing.version)
+    return decision
+
+
+def _alias(client: MlflowClient, name: str, alias: str):
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None  # no such model yet, or no such alias
+
+
+def _version_of_run(client: MlflowClient, name: str, run_id: str):
+    """The version already registered from this run: promoting twice adds none."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    return next((v for v in versions if v.tags.get(TAG_SOURCE_RUN) == run_id), None)

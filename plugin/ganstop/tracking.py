@@ -1,0 +1,137 @@
+"""MLflow callback: params, per-epoch metrics, sample grids, curves, stop reason, best model."""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import yaml
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
+
+from ganstop import plots
+from ganstop.masking import mask
+from ganstop.recipe import Recipe, RecipeError, from_dict, to_yaml
+from ganstop.stopping import Check
+from ganstop.train import Callback, Trainer, TrainResult
+
+TAG_STOP_REASON = "ganstop.stop_reason"
+TAG_MODEL_URI = "ganstop.model_uri"
+MAX_PARAMS_PER_BATCH = 100
+
+
+def check_reachable(timeout: float = 5.0) -> None:
+    """Fail in seconds, before any training, when the tracking store cannot be reached."""
+    uri = mlflow.get_tracking_uri()
+    try:
+        if uri.startswith(("http://", "https://")):
+            import requests
+
+            reply = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name",
+                                 params={"experiment_name": "Default"}, timeout=timeout)
+            if reply.status_code in (401, 403) or reply.status_code >= 500:
+                raise RecipeError(f"the MLflow tracking server {mask(uri)} refused the request "
+                                  f"(HTTP {reply.status_code}); check its credentials (MLFLOW_TRACKING_TOKEN/USERNAME)")
+        elif uri.startswith(("postgresql", "mysql", "mssql")):
+            import sqlalchemy
+
+            args = {"connect_timeout": int(timeout)} if uri.startswith(("postgresql", "mysql")) else {}
+            sqlalchemy.create_engine(uri, connect_args=args).connect().close()
+    except RecipeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - requests/SQLAlchemy raise many kinds; one line is what helps
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Connection refused" in reason or "ConnectTimeout" in type(exc).__name__ or "Max retries" in reason:
+            reason = "connection refused or timed out"
+        raise RecipeError(f"cannot reach the MLflow tracking store {mask(uri)}: {mask(reason)[:200]}; "
+                          "start it or set MLFLOW_TRACKING_URI") from None
+
+
+def logged_recipe(run_id: str) -> Recipe:
+    """The resolved recipe a run logged (resume and promotion re-use its exact settings)."""
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/recipe.yaml")
+    return from_dict(yaml.safe_load(text))
+
+
+def recipe_params(recipe: Recipe) -> dict[str, str]:
+    return {key: mask(str(value)) for key, value in recipe.flat().items()}
+
+
+def log_model(sampler: torch.nn.Module, z_dim: int, sample_shape: tuple[int, ...], name: str = "generator"):
+    """The generator as a pt2 program (no ganstop code needed to load it) with a tensor signature."""
+    example = torch.randn(4, z_dim)
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, z_dim))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *sample_shape))]))
+    return mlflow.pytorch.log_model(sampler.eval(), name=name, signature=signature, input_example=example.numpy(),
+                                    serialization_format="pt2",
+                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"])
+
+
+class MlflowLogger(Callback):
+    """Writes one run: metrics batched once per epoch, pictures per validation, model at the end."""
+
+    def __init__(self, run_id: str, recipe: Recipe, client: MlflowClient | None = None):
+        self.run_id, self.recipe = run_id, recipe
+        self.client = client or MlflowClient()
+        self.trainer: Trainer | None = None
+        self.model_uri: str | None = None
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        st = self.recipe.stopping
+        params = recipe_params(self.recipe) | {
+            "monitor": trainer.monitor, "mode": trainer.mode,
+            "patience": str(st.patience), "min_delta": str(st.min_delta),
+            "device": str(trainer.device), "amp": str(trainer.amp),
+        }
+        existing = self.client.get_run(self.run_id).data.params
+        fresh = [Param(k, v) for k, v in params.items() if k not in existing]  # resume: log once
+        for i in range(0, len(fresh), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(self.run_id, params=fresh[i:i + MAX_PARAMS_PER_BATCH])
+        self.client.log_text(self.run_id, mask(to_yaml(self.recipe)), "recipe.yaml")
+        if trainer.evaluator.classifier_accuracy is not None:
+            self.client.log_metric(self.run_id, "classifier_accuracy", trainer.evaluator.classifier_accuracy)
+
+    def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor, check: Check) -> None:
+        name = f"samples/epoch_{epoch:04d}.png"
+        title = f"epoch {epoch}  {self.trainer.monitor}={metrics[self.trainer.monitor]:.4g}"
+        if samples.ndim == 4:
+            buf = io.BytesIO()
+            plots.image_grid(samples).save(buf, format="PNG")
+            data = buf.getvalue()
+        else:
+            data = plots.scatter(samples, self.trainer.data.means, title)
+        self._log_bytes(data, name)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        now = int(1000 * time.time())
+        metrics = [Metric(k, float(v), now, epoch) for k, v in logs.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_train_end(self, result: TrainResult) -> None:
+        finals = {"stopped_epoch": result.stopped_epoch, "train_seconds": result.seconds}
+        if result.best_epoch is not None:
+            finals |= {"restored_epoch": result.best_epoch, "best_score": result.best_value,
+                       f"best_{result.monitor}": result.best_value}
+        for key, value in finals.items():
+            self.client.log_metric(self.run_id, key, float(value))
+        self.client.set_tag(self.run_id, TAG_STOP_REASON, result.stop_reason.value)
+        self._log_bytes(plots.curves(result.history, result.monitor, result.best_epoch), "curves.png")
+        if result.best_generator is not None:
+            info = log_model(result.best_generator, self.recipe.model.z_dim, self.trainer.data.sample_shape)
+            self.model_uri = info.model_uri
+            self.client.set_tag(self.run_id, TAG_MODEL_URI, info.model_uri)
+
+    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
+        path = Path(artifact_file)
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / path.name
+            local.write_bytes(data)
+            self.client.log_artifact(self.run_id, str(local), str(path.parent) if str(path.parent) != "." else None)

@@ -1,0 +1,332 @@
+"""The training loop: epochs, validation on held-out data, best-epoch checkpoint, resume.
+
+It knows neither MLflow nor Optuna: it reports through ``Callback`` methods, and a callback
+that raises (an Optuna pruner, say) ends training with that exception.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ganstop import models, schedules
+from ganstop.data import Data
+from ganstop.metrics.registry import Evaluator
+from ganstop.recipe import Recipe, RecipeError
+from ganstop.stopping import Check, EarlyStopper, StopReason
+
+GEN_CHUNK = 1024
+
+
+class Callback:
+    """Hooks the loop calls; every method is optional. Validation samples: up to
+    metrics.grid_size images, or every generated point for 2D data."""
+
+    def on_train_start(self, trainer: "Trainer") -> None: ...
+
+    def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor, check: Check) -> None: ...
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
+
+    def on_train_end(self, result: "TrainResult") -> None: ...
+
+
+@dataclass
+class TrainResult:
+    monitor: str
+    mode: str
+    stop_reason: StopReason
+    stopped_epoch: int
+    best_epoch: int | None
+    best_value: float | None
+    best_generator: nn.Module | None  # models.Sampler with the best-epoch (EMA) weights, on CPU
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RecipeError(f"train.device={name} but no CUDA GPU is visible; use device=auto or cpu")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise RecipeError(f"train.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
+    return torch.device(name)
+
+
+def save_atomic(obj: object, path: Path, keep_previous: bool = False) -> None:
+    """Write, fsync, then rename, so a kill mid-write leaves the previous file intact; with
+    ``keep_previous`` the one before survives as ``<name>.prev`` in case this one is torn later."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if keep_previous and path.exists():
+        os.replace(path, path.with_name(path.name + ".prev"))
+    os.replace(tmp, path)
+
+
+def load_first_readable(paths: list[Path], device: torch.device) -> dict | None:
+    """The first checkpoint that loads with weights_only=True; torn or foreign files are skipped."""
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - truncated zip, unpickling refusal, ...: all mean "not this one"
+            warnings.warn(f"skipping unreadable checkpoint {path}: {type(exc).__name__}", stacklevel=2)
+    return None
+
+
+def _losses(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    if kind == "hinge":
+        return torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+    return nn.functional.softplus(-real_logits).mean() + nn.functional.softplus(fake_logits).mean()
+
+
+def _g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
+    return -fake_logits.mean() if kind == "hinge" else nn.functional.softplus(-fake_logits).mean()
+
+
+class Trainer:
+    """One GAN training run over a recipe; ``fit()`` runs it, ``state_dict()`` checkpoints it."""
+
+    def __init__(self, recipe: Recipe, data: Data, evaluator: Evaluator, checkpoint_dir: Path,
+                 callbacks: list[Callback] = (), device: torch.device | None = None, progress: bool = True):
+        self.recipe, self.data, self.evaluator = recipe, data, evaluator
+        self.callbacks, self.progress = list(callbacks), progress
+        self.device = device or resolve_device(recipe.train.device)
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick kernels once
+        self.amp = recipe.train.amp and cuda
+        self.channels_last = recipe.train.channels_last and cuda and data.kind == "image"
+        fmt = torch.channels_last if self.channels_last else torch.preserve_format
+
+        torch.manual_seed(recipe.train.seed)
+        self.G, self.D = (m.to(self.device, memory_format=fmt) for m in models.build(recipe.model, data.sample_shape))
+        tc, dc = recipe.train, recipe.decay
+        self.opt_g = schedules.optimizer(self.G, tc.lr_g, (tc.beta1, tc.beta2), dc.g_weight_decay)
+        self.opt_d = schedules.optimizer(self.D, tc.lr_d, (tc.beta1, tc.beta2), dc.d_weight_decay)
+        self.sched_g = schedules.scheduler(self.opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
+        self.sched_d = schedules.scheduler(self.opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
+        self.ema = schedules.ema(self.G, recipe.ema.decay) if recipe.ema.enabled else None
+        self.G_step, self.D_step = (torch.compile(m) if tc.compile else m for m in (self.G, self.D))
+
+        sel = evaluator.selection
+        st = recipe.stopping
+        self.monitor, self.mode = sel.monitor, sel.mode
+        self.stopper = EarlyStopper(mode=sel.mode, patience=st.patience, min_delta=st.min_delta,
+                                    min_delta_mode=st.min_delta_mode, warmup=st.warmup, baseline=st.baseline,
+                                    stopping_threshold=st.stopping_threshold,
+                                    divergence_threshold=st.divergence_threshold, check_finite=st.check_finite,
+                                    cumulative_delta=st.cumulative_delta)
+        # Resident on the GPU when it fits in a quarter of free memory (no copies per step);
+        # otherwise pinned host memory, gathered into a pinned batch and copied asynchronously.
+        self.fmt = fmt
+        self.resident = not cuda or data.train.nbytes < 0.25 * torch.cuda.mem_get_info(self.device)[0]
+        if self.resident:
+            self.train_data = data.train.to(self.device, memory_format=fmt) if data.kind == "image" else data.train.to(self.device)
+        else:
+            self.train_data = data.train.pin_memory()
+            # two pinned buffers: one is gathered into while the other's copy is in flight
+            self._buffers = [torch.empty((recipe.train.batch_size, *data.sample_shape)).pin_memory() for _ in range(2)]
+            self._copied: list[torch.cuda.Event | None] = [None, None]
+        self.best_state: dict | None = None  # what best.pt holds, kept for the full checkpoint
+        gen = torch.Generator().manual_seed(recipe.train.seed + 1)
+        self.val_z = torch.randn(evaluator.n_samples, recipe.model.z_dim, generator=gen).to(self.device)
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+
+    # ----- checkpoints -------------------------------------------------------------------
+    @property
+    def last_path(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.checkpoint_dir / "best.pt"
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "G": self.G.state_dict(), "D": self.D.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict(),
+            "stopper": self.stopper.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
+            "history": self.history,
+            "best": self.best_state,  # rides along, so best.pt always matches the stopper on resume
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.history = state["epoch"], state["history"]
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state["sched_g"])
+        self.sched_d.load_state_dict(state["sched_d"])
+        self.stopper.load_state_dict(state["stopper"])
+        self.best_state = state["best"]
+        if self.best_state is not None:
+            save_atomic(self.best_state, self.best_path)
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def resume(self) -> bool:
+        """Continue from the newest readable full checkpoint; False when starting fresh."""
+        state = load_first_readable([self.last_path, self.last_path.with_name("last.pt.prev")], self.device)
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        return True
+
+    # ----- one epoch -----------------------------------------------------------------------
+    def eval_generator(self) -> nn.Module:
+        """The weights that are validated and saved: EMA once it has started, else raw G."""
+        if self.ema is not None and self.ema.n_averaged.item() > 0:
+            return self.ema.module
+        return self.G
+
+    def _train_epoch(self) -> dict[str, float]:
+        tc = self.recipe.train
+        penalty_kind, lam = self.recipe.decay.d_penalty, self.recipe.decay.d_penalty_lambda
+        use_ema = self.ema is not None and self.epoch >= self.recipe.ema.start_epoch
+        n, batch = len(self.train_data), min(tc.batch_size, len(self.train_data))
+        steps = n // batch
+        order = torch.randperm(n, device=self.device if self.resident else "cpu")
+        d_sum = torch.zeros((), device=self.device)
+        g_sum = torch.zeros((), device=self.device)
+        self.G.train()
+        self.D.train()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        for step in range(steps):
+            real = self._real_batch(order[step * batch:(step + 1) * batch], step)
+            for _ in range(tc.d_steps):
+                z = torch.randn(batch, self.recipe.model.z_dim, device=self.device)
+                with autocast:
+                    fake = self.G_step(z)
+                    d_loss = _losses(tc.loss, self.D_step(real), self.D_step(fake.detach()))
+                    if penalty_kind != "none":
+                        d_loss = d_loss + lam * schedules.weight_penalty(self.D, penalty_kind)
+                self.opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.opt_d.step()
+            with autocast:
+                g_loss = _g_loss(tc.loss, self.D_step(fake))
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+            if use_ema:
+                self.ema.update_parameters(self.G)
+            d_sum += d_loss.detach()
+            g_sum += g_loss.detach()
+        lrs = {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+        self.sched_g.step()
+        self.sched_d.step()
+        means = torch.stack([d_sum, g_sum]).div(steps).tolist()  # one host sync per epoch
+        return {"d_loss": means[0], "g_loss": means[1], **lrs, "samples": float(steps * batch)}
+
+    def _real_batch(self, idx: torch.Tensor, step: int) -> torch.Tensor:
+        if self.resident:
+            return self.train_data[idx]
+        slot = step % 2
+        if self._copied[slot] is not None:
+            self._copied[slot].synchronize()  # its previous copy must be done before we overwrite it
+        host = torch.index_select(self.train_data, 0, idx, out=self._buffers[slot][: len(idx)])
+        real = host.to(self.device, non_blocking=True, memory_format=self.fmt)
+        self._copied[slot] = torch.cuda.Event()
+        self._copied[slot].record()
+        return real
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
+        """Samples in user units: images in [0, 1], points as coordinates."""
+        sampler = models.Sampler(generator or self.eval_generator(), self.data.kind == "image").eval()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = torch.cat([sampler(chunk) for chunk in z.split(GEN_CHUNK)])
+        return out.float()
+
+    def _validate(self) -> tuple[dict[str, float], torch.Tensor, Check]:
+        # Validation must not move the training RNG: the trajectory is then the same whatever
+        # the validation schedule, and a resumed run replays the uninterrupted one.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.recipe.train.seed + 2)
+            samples = self.generate(self.val_z)
+            metrics = self.evaluator(samples)
+        check = self.stopper.update(self.epoch, metrics[self.monitor])
+        if check.is_best:
+            generator = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_generator().state_dict().items()}
+            self.best_state = {"epoch": self.epoch, "value": metrics[self.monitor], "generator": generator}
+            save_atomic(self.best_state, self.best_path)
+        shown = samples[: self.recipe.metrics.grid_size] if self.data.kind == "image" else samples  # a scatter wants all
+        return metrics, shown.cpu(), check
+
+    # ----- the run -----------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        tc, every = self.recipe.train, self.recipe.metrics.every
+        for cb in self.callbacks:
+            cb.on_train_start(self)
+        started = time.perf_counter()
+        bar = tqdm(range(self.epoch + 1, tc.max_epochs + 1), initial=self.epoch, total=tc.max_epochs,
+                   desc="epochs", unit="epoch", disable=not self.progress, dynamic_ncols=True)
+        for epoch in bar:
+            self.epoch = epoch
+            t0 = time.perf_counter()
+            logs = self._train_epoch()
+            seconds = time.perf_counter() - t0
+            logs["epoch_seconds"] = seconds
+            logs["samples_per_second"] = logs.pop("samples") / seconds
+            stop = self.stopper.update_losses(epoch, {"d_loss": logs["d_loss"], "g_loss": logs["g_loss"]})
+            if stop is None and (epoch % every == 0 or epoch == tc.max_epochs):
+                metrics, samples, check = self._validate()
+                logs.update(metrics)
+                logs["validation_seconds"] = time.perf_counter() - t0 - seconds
+                stop = check.stop
+                for cb in self.callbacks:
+                    cb.on_validation_end(epoch, metrics, samples, check)
+                bar.set_postfix({self.monitor: f"{metrics[self.monitor]:.4g}",
+                                 "best": f"{self.stopper.best:.4g}@{self.stopper.best_epoch}"})
+            self.history.append({"epoch": epoch, **logs})
+            if stop is None and epoch % every == 0:
+                save_atomic(self.state_dict(), self.last_path, keep_previous=True)
+            for cb in self.callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if stop is not None:
+                break
+        bar.close()
+        if not self.stopper.stopped:
+            self.stopper.exhaust(self.epoch)
+        result = TrainResult(self.monitor, self.mode, self.stopper.stop_reason, self.stopper.stopped_epoch,
+                             self.stopper.best_epoch, self.stopper.best, self.best_sampler(), self.history,
+                             time.perf_counter() - started)
+        for cb in self.callbacks:
+            cb.on_train_end(result)
+        return result
+
+    def best_sampler(self) -> nn.Module | None:
+        """The best-epoch generator as a CPU ``Sampler``, or None if no check ever ran."""
+        if not self.best_path.is_file():
+            return None
+        state = torch.load(self.best_path, map_location="cpu", weights_only=True)
+        generator, _ = models.build(self.recipe.model, self.data.sample_shape)
+        generator.load_state_dict(state["generator"])
+        return models.Sampler(generator, self.data.kind == "image").eval()

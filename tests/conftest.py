@@ -1,0 +1,121 @@
+"""Shared fixtures: no network, a per-session cache (the digit classifier trains once), tiny recipes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ganstop_cache(tmp_path_factory) -> Path:
+    """One cache for the whole session, shared with subprocesses through the environment."""
+    cache = Path(os.environ.get("GANSTOP_TEST_CACHE") or tmp_path_factory.mktemp("ganstop-cache"))
+    os.environ["GANSTOP_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite tracking store with a local artifact root, for this test only."""
+    yield from use_tracking(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, monkeypatch)
+
+
+def use_tracking(uri: str, workdir: Path, monkeypatch):
+    """Point this process and its children at ``uri``; undo what MLflow's fluent API leaves set."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.chdir(workdir)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # mlflow.set_experiment() exports it
+    fluent._active_experiment_id = None
+
+
+def tiny(name: str = "ring8", **extra) -> list[tuple[str, object]]:
+    """Overrides that make a recipe train in about a second on 2 CPU cores."""
+    base = {
+        "ring8": {"dataset.n_train": 2000, "dataset.n_val": 500, "train.batch_size": 200, "train.max_epochs": 4,
+                  "model.width": 32, "stopping.warmup": 1, "stopping.patience": 2},
+        "digits": {"train.max_epochs": 2, "stopping.warmup": 1, "metrics.classifier_epochs": 3,
+                   "model.width": 16},
+    }[name]
+    return list({**base, **extra}.items())
+
+
+def cli_env(**extra) -> dict[str, str]:
+    """Environment for a subprocess CLI: this interpreter's bin first (``python``, ``ganstop``)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(extra)
+    return env
+
+
+TINY_SEARCH_RECIPE = """
+dataset: {name: ring8, n_train: 2000, n_val: 500}
+model: {family: mlp, z_dim: 8, width: 32, depth: 2, d_norm: none}
+train: {max_epochs: %(epochs)d, batch_size: 200}
+stopping: {monitor: mode_kl, patience: 3, min_delta: 1.0, warmup: 1}
+search:
+  compute_weight: 0.1
+  space:
+    stopping.patience: {type: categorical, choices: [1, %(long)d]}
+    decay.g_final_lr: {type: float, low: 0.1, high: 1.0, log: true}
+    ema.decay: {type: categorical, choices: [0.9, 0.99]}
+"""
+
+
+@pytest.fixture
+def search_recipe(tmp_path) -> Path:
+    """Patience 1 stops at epoch 2 (min_delta 1.0 is never met); the long one runs on."""
+    path = tmp_path / "tiny-search.yaml"
+    path.write_text(TINY_SEARCH_RECIPE % {"epochs": 6, "long": 4})
+    return path
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database on the local server, dropped afterwards."""
+    yield from fresh_database()
+
+
+def fresh_database():
+    import uuid
+
+    import psycopg
+
+    name = f"ganstop_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(host="127.0.0.1", user="postgres", dbname="postgres", connect_timeout=5,
+                                autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is required (see .ci/run): {exc}")
+    admin.execute(f"CREATE DATABASE {name}")
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    admin.close()
+
+
+def invoke(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run the CLI in this process: (exit code, stdout, stderr)."""
+    from ganstop.cli import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -1,0 +1,233 @@
+"""Nothing lost under faults: kills, torn checkpoints, NaNs, failing trials, dead servers, secrets."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import optuna
+import pytest
+import torch
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from conftest import invoke, ROOT, TINY_SEARCH_RECIPE, cli_env, tiny
+from ganstop import recipe as rc
+from ganstop import runner
+from ganstop.data import load_data
+from ganstop.metrics.registry import Evaluator
+from ganstop.train import Trainer
+
+RING = ROOT / "recipes" / "ring8-mlp.yaml"
+State = optuna.trial.TrialState
+
+
+def ring_trainer(folder, **overrides):
+    recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 5, "stopping.patience": 10, **overrides}))
+    data = load_data(recipe)
+    return Trainer(recipe, data, Evaluator(recipe, data, torch.device("cpu")), folder, progress=False)
+
+
+def comparable(history):
+    timing = ("epoch_seconds", "samples_per_second", "validation_seconds")
+    return [{k: v for k, v in row.items() if k not in timing} for row in history]
+
+
+def test_a_torn_checkpoint_is_never_loaded_the_previous_one_is(tmp_path):
+    straight = ring_trainer(tmp_path / "a").fit()
+    torn = ring_trainer(tmp_path / "b", **{"train.max_epochs": 3})
+    torn.fit()
+    last = torn.last_path
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # killed while writing
+    resumed = ring_trainer(tmp_path / "b")
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        assert resumed.resume()
+    assert resumed.epoch == 2  # last.pt.prev
+    assert comparable(resumed.fit().history) == comparable(straight.history)
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/ganstop-pwned",))
+
+
+def test_a_checkpoint_with_code_in_it_is_refused(tmp_path):
+    Path("/tmp/ganstop-pwned").unlink(missing_ok=True)
+    trainer = ring_trainer(tmp_path)
+    trainer.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": 3, "payload": Boom()}, trainer.last_path)
+    with pytest.warns(UserWarning, match="skipping unreadable checkpoint"):
+        assert not trainer.resume()
+    assert not Path("/tmp/ganstop-pwned").exists() and trainer.epoch == 0
+
+
+def test_a_recipe_that_diverges_stops_non_finite(tracking, capsys):
+    code, out, _ = invoke(["train", "--no-progress", "--recipe", str(RING), "--max-epochs", "4", "--set",
+                             "dataset.n_train=2000 dataset.n_val=500 train.batch_size=200 model.width=32 "
+                             "stopping.warmup=0 decay.d_penalty=l2 decay.d_penalty_lambda=1e38"], capsys)
+    assert code == 0 and "non_finite_loss" in out
+    (run,) = MlflowClient().search_runs(["0"])
+    assert run.info.status == "FINISHED" and run.data.tags["ganstop.stop_reason"] == "non_finite_loss"
+    assert run.data.metrics["stopped_epoch"] == 1 and "ganstop.model_uri" not in run.data.tags
+
+
+@pytest.fixture
+def diverging_recipe(tmp_path):
+    path = tmp_path / "diverging.yaml"
+    text = TINY_SEARCH_RECIPE % {"epochs": 3, "long": 3}
+    text = text.replace("stopping: {", "decay: {d_penalty: l2, d_penalty_lambda: 1.0e-4}\nstopping: {")
+    text += "    decay.d_penalty_lambda: {type: categorical, choices: [1.0e-4, 1.0e+38]}\n"
+    path.write_text(text)
+    return path
+
+
+def test_in_a_study_diverged_trials_are_pruned_and_failing_trials_fail(diverging_recipe, tracking, tmp_path,
+                                                                       monkeypatch, capsys):
+    calls = {"n": 0}
+    real_prepare = runner.prepare
+
+    def flaky_prepare(recipe):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("disk full (injected)")
+        return real_prepare(recipe)
+
+    monkeypatch.setattr(runner, "prepare", flaky_prepare)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    code, out, err = invoke(["tune", "--recipe", str(diverging_recipe), "--n-trials", "6", "--storage", storage,
+                               "--study-name", "faults", "--pruner", "none", "--seed", "4", "--no-progress"], capsys)
+    assert code == 0, err
+    study = optuna.load_study(study_name="faults", storage=storage)
+    runs = {int(r.data.tags["ganstop.trial"]): r for r in MlflowClient().search_runs(
+        ["0"], "tags.`ganstop.role` = 'trial'")}
+    failed = [t for t in study.trials if t.state == State.FAIL]
+    assert len(study.trials) == 6 and len(failed) == 1  # the study went on after the failure
+    bad = runs[failed[0].number]
+    assert bad.info.status == "FAILED" and "disk full (injected)" in bad.data.tags["ganstop.error"]
+    diverged = [t for t in study.trials if t.params["decay.d_penalty_lambda"] > 1 and t.state != State.FAIL]
+    assert diverged and all(t.state == State.PRUNED for t in diverged)
+    for t in diverged:
+        assert runs[t.number].data.tags["ganstop.error"] == "diverged: non_finite_loss"
+    assert any(t.state == State.COMPLETE for t in study.trials)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when this returns
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--max-epochs", "20"],
+    ["tune", "--recipe", str(RING), "--n-trials", "1", "--storage", "sqlite:///{tmp}/optuna.db"],
+    ["promote", "--model-name", "m", "--run-id", "0" * 32],
+    ["generate", "--model-uri", "models:/m@champion"],
+], ids=["train", "tune", "promote", "generate"])
+def test_unreachable_tracking_server_fails_fast_in_one_line(command, tmp_path, monkeypatch, capsys):
+    uri = f"http://user:hunter2@127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    command = [c.replace("{tmp}", str(tmp_path)) for c in command]
+    started = time.perf_counter()
+    code, _, err = invoke(command, capsys)
+    elapsed = time.perf_counter() - started
+    assert code == 2, err
+    assert err.startswith("ganstop: error: cannot reach the MLflow tracking store"), err
+    assert err.count("\n") == 1 and "hunter2" not in err and "user:***@" in err, f"{elapsed:.1f} s: {err}"
+    assert not (tmp_path / "optuna.db").exists()  # nothing created before the check
+
+
+def test_storage_password_never_reaches_mlflow(search_recipe, tracking, postgres_url, capsys):
+    secret_url = postgres_url.replace("postgres@", "postgres:hunter2@")  # trust auth ignores it
+    code, out, err = invoke(["tune", "--recipe", str(search_recipe), "--n-trials", "2", "--storage", secret_url,
+                               "--pruner", "none", "--no-progress"], capsys)
+    assert code == 0, err
+    assert "hunter2" not in out + err and "postgres:***@" in out
+    client = MlflowClient()
+    runs = client.search_runs(["0"], run_view_type=ViewType.ALL)
+    assert len(runs) == 3  # parent and two trials
+
+    def artifact_texts(run_id, path=None):
+        for item in client.list_artifacts(run_id, path):
+            if item.is_dir:
+                yield from artifact_texts(run_id, item.path)
+            else:
+                yield Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=item.path)).read_bytes()
+
+    for run in runs:
+        assert "hunter2" not in json.dumps([run.data.params, run.data.tags])
+        assert all(b"hunter2" not in blob for blob in artifact_texts(run.info.run_id))
+    bad = postgres_url.replace("postgres@127.0.0.1:5432", "postgres:hunter2@127.0.0.1:1")
+    code, _, err = invoke(["tune", "--recipe", str(search_recipe), "--storage", bad, "--no-progress"], capsys)
+    assert code == 2 and "hunter2" not in err and "cannot open storage postgresql://postgres:***@" in err
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tracking, tmp_path):
+    settings = ["--recipe", str(RING), "--max-epochs", "12", "--no-progress", "--set",
+                "dataset.n_train=30000 dataset.n_val=500 train.batch_size=100 model.width=32 "
+                "stopping.warmup=1 stopping.patience=4 stopping.min_delta=0.02"]
+    env = cli_env(MLFLOW_TRACKING_URI=tracking)
+    base = [sys.executable, "-m", "ganstop", "train"]
+    straight = subprocess.run(base + settings + ["--run-name", "straight"], env=env, capture_output=True, text=True,
+                              timeout=600)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+
+    victim = subprocess.Popen(base + settings + ["--run-name", "victim"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    client = MlflowClient()
+    deadline = time.monotonic() + 300
+    run_id = None
+    while time.monotonic() < deadline:
+        runs = client.search_runs(["0"], "attributes.run_name = 'victim'") if run_id is None else None
+        run_id = run_id or (runs[0].info.run_id if runs else None)
+        if run_id and (Path(os.environ["GANSTOP_CACHE"]) / "checkpoints" / run_id / "last.pt.prev").exists():
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert run_id and client.get_run(run_id).info.status == "RUNNING"
+
+    resumed = subprocess.run(base + ["--resume", run_id, "--no-progress"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = client.search_runs(["0"], "attributes.run_name = 'straight'")[0]
+    b = client.get_run(run_id)
+    assert b.info.status == "FINISHED"
+    for key in ("stopped_epoch", "restored_epoch", "best_score"):
+        assert b.data.metrics[key] == a.data.metrics[key], key
+    assert b.data.tags["ganstop.stop_reason"] == a.data.tags["ganstop.stop_reason"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_kills_the_trial_and_exits_non_zero(tmp_path, tracking):
+    slow = tmp_path / "slow.yaml"
+    slow.write_text(TINY_SEARCH_RECIPE % {"epochs": 400, "long": 399})
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = subprocess.Popen([sys.executable, "-m", "ganstop", "tune", "--recipe", str(slow), "--n-trials", "3",
+                             "--storage", storage, "--study-name", "ctrl-c", "--pruner", "none", "--no-progress"],
+                            env=cli_env(MLFLOW_TRACKING_URI=tracking), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        try:
+            trials = optuna.load_study(study_name="ctrl-c", storage=storage).trials
+        except KeyError:
+            continue
+        if trials and "mlflow_run_id" in trials[0].user_attrs:
+            break
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "ganstop: interrupted"
+    (trial,) = optuna.load_study(study_name="ctrl-c", storage=storage).trials
+    assert trial.state == State.FAIL
+    run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["ganstop.trial_state"] == "FAIL"

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from ganstop import recipe as rc
+from ganstop.data import load_data, mixture_means, sample_mixture
+from ganstop.metrics.mixture import mode_metrics
+from ganstop.metrics.registry import Evaluator
+
+
+@pytest.mark.parametrize("name, k", [("ring8", 8), ("grid25", 25)])
+def test_samples_on_the_means_cover_every_mode(name, k):
+    means, std = mixture_means(name)
+    samples = means.repeat(100, 1)
+    out = mode_metrics(samples, means, std)
+    assert out == {"modes": k, "hq_ratio": 1.0, "mode_kl": pytest.approx(0.0, abs=1e-9)}
+
+
+def test_ring_has_eight_distinct_modes():
+    means, _ = mixture_means("ring8")
+    assert torch.cdist(means, means).add(torch.eye(8)).min() > 0.7  # no duplicate (the linspace bug)
+
+
+def test_one_mode_only():
+    means, std = mixture_means("ring8")
+    out = mode_metrics(means[3].repeat(2500, 1), means, std)
+    assert out["modes"] == 1 and out["hq_ratio"] == 1.0
+    assert out["mode_kl"] == pytest.approx(math.log(8))
+
+
+def test_real_data_scores_like_real_data():
+    means, std = mixture_means("grid25")
+    samples = sample_mixture(means, std, 2500, torch.Generator().manual_seed(0))
+    out = mode_metrics(samples, means, std)
+    assert out["modes"] == 25
+    assert out["hq_ratio"] > 0.97  # P(r < 3 std) = 1 - exp(-4.5) for a 2D Gaussian
+    assert out["mode_kl"] < 0.02
+
+
+def test_far_away_samples_are_low_quality():
+    means, std = mixture_means("ring8")
+    out = mode_metrics(torch.full((100, 2), 10.0), means, std)
+    assert out == {"modes": 0, "hq_ratio": 0.0, "mode_kl": pytest.approx(math.log(8))}
+
+
+def test_swd_is_zero_on_the_data_and_grows_with_collapse_and_distance():
+    from ganstop.metrics.mixture import sliced_wasserstein
+
+    means, std = mixture_means("ring8")
+    gen = torch.Generator().manual_seed(1)
+    real, other = (sample_mixture(means, std, 2500, gen) for _ in range(2))
+    assert sliced_wasserstein(real, real) == pytest.approx(0.0, abs=1e-7)
+    noise_floor = sliced_wasserstein(other, real)
+    collapsed = sliced_wasserstein(means[2].repeat(2500, 1), real)
+    center, far = (sliced_wasserstein(torch.full((2500, 2), v), real) for v in (0.0, 3.0))
+    assert noise_floor < 0.05 * collapsed
+    assert noise_floor < collapsed < far and center < far  # smooth: nearer is better even off the modes
+
+
+@pytest.fixture(scope="module")
+def digits_evaluator():
+    recipe = rc.load(None, [("metrics.classifier_epochs", 3)])
+    data = load_data(recipe)
+    return data, Evaluator(recipe, data, torch.device("cpu"))
+
+
+def test_classifier_is_accurate_and_cached(digits_evaluator, ganstop_cache):
+    data, evaluator = digits_evaluator
+    assert evaluator.classifier_accuracy > 0.93  # 95-97% over seeds and thread counts
+    assert list((ganstop_cache / "classifiers").glob("*.pt"))
+
+
+def test_fid_of_data_with_itself_is_zero_and_with_noise_large(digits_evaluator):
+    data, evaluator = digits_evaluator
+    real = (data.val + 1) / 2
+    same = evaluator(real)
+    noise = evaluator(torch.rand_like(real, generator=torch.Generator().manual_seed(0)))
+    assert same["fid"] == pytest.approx(0.0, abs=1e-2)
+    other_real = evaluator((data.train[: len(real)] + 1) / 2)["fid"]  # a different sample of the data
+    assert noise["fid"] > 50 and noise["fid"] > 20 * other_real
+    assert same["kid"] < noise["kid"]
+    assert same["class_coverage"] == 1.0 and same["class_kl"] < 0.05  # the classifier errs a little
+
+
+def test_coverage_sees_a_collapse(digits_evaluator):
+    data, evaluator = digits_evaluator
+    one_image = (data.val[:1] + 1) / 2
+    out = evaluator(one_image.repeat(400, 1, 1, 1))
+    assert out["class_coverage"] == pytest.approx(0.1)
+    assert out["class_kl"] > 2.0  # about log 10
+    assert out["fid"] > 100

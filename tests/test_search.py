@@ -1,0 +1,83 @@
+import optuna
+import pytest
+
+from conftest import ROOT
+from ganstop import recipe as rc
+from ganstop.search import Objective, SearchSpace, make_pruner
+
+RING = ROOT / "recipes" / "ring8-mlp.yaml"
+
+
+def with_search(search: dict) -> rc.Recipe:
+    recipe = rc.load(RING)
+    recipe.search = search
+    return recipe
+
+
+def test_every_shipped_space_is_valid():
+    for path in sorted((ROOT / "recipes").glob("*.yaml")):
+        space = SearchSpace.from_recipe(rc.load(path, [("dataset.root", "/data")]))
+        assert {"stopping.patience", "stopping.min_delta", "stopping.warmup"} <= set(space.space)
+        assert any(k.startswith("decay.") for k in space.space) and "ema.decay" in space.space
+        assert space.compute_weight > 0
+
+
+@pytest.mark.parametrize("space, message", [
+    ({"stopping.patiense": {"type": "int", "low": 1, "high": 3}}, "did you mean 'patience'"),
+    ({"stopping.patience": {"type": "int", "low": 5, "high": 1}}, "low <= high"),
+    ({"stopping.patience": {"type": "gaussian"}}, "type int, float or categorical"),
+    ({"stopping.min_delta": {"type": "float", "low": 0, "high": 1, "log": True}}, "low must be > 0"),
+    ({"stopping.warmup": {"type": "int", "low": 1, "high": 500}}, "below train.max_epochs"),
+    ({"decay.g_schedule": {"type": "categorical", "choices": ["cosine", "sine"]}}, "did you mean"),
+    ({"ema.decay": {"type": "float", "low": 0.9, "high": 0.99, "choices": [1]}}, "unknown option 'choices'"),
+])
+def test_bad_search_spaces_name_the_problem(space, message):
+    with pytest.raises(rc.RecipeError, match=message):
+        SearchSpace.from_recipe(with_search({"space": space}))
+
+
+def test_missing_space_and_unknown_section_keys():
+    with pytest.raises(rc.RecipeError, match="no search.space"):
+        SearchSpace.from_recipe(with_search({}))
+    with pytest.raises(rc.RecipeError, match="unknown search key 'spaces'"):
+        SearchSpace.from_recipe(with_search({"space": {"ema.decay": {"type": "float", "low": 0.9, "high": 0.99}},
+                                             "spaces": 1}))
+
+
+def test_same_seed_same_first_trials():
+    space = SearchSpace.from_recipe(rc.load(RING))
+
+    def first_params(seed):
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed))
+        study.optimize(lambda t: sum(float(v) for v in space.suggest(t).values() if not isinstance(v, str)), n_trials=3)
+        return [t.params for t in study.trials]
+
+    assert first_params(7) == first_params(7)
+    assert first_params(7) != first_params(8)
+
+
+@pytest.mark.parametrize("name, cls", [
+    ("median", optuna.pruners.MedianPruner), ("percentile", optuna.pruners.PercentilePruner),
+    ("hyperband", optuna.pruners.HyperbandPruner), ("successive-halving", optuna.pruners.SuccessiveHalvingPruner),
+    ("patient", optuna.pruners.PatientPruner), ("none", optuna.pruners.NopPruner),
+])
+def test_pruners(name, cls):
+    assert isinstance(make_pruner(name), cls)
+
+
+def test_threshold_pruner_needs_a_bound():
+    with pytest.raises(rc.RecipeError, match="--prune-lower"):
+        make_pruner("threshold")
+    assert isinstance(make_pruner("threshold", upper=1.0), optuna.pruners.ThresholdPruner)
+
+
+def test_objective_charges_for_compute_unless_quality_only():
+    recipe = rc.load(RING)  # max_epochs 60
+    space = SearchSpace(SearchSpace.from_recipe(recipe).space, compute_weight=0.1)
+    charged = Objective(recipe, space, "mode_kl", "min", "p", "0", "s", client=None)
+    assert charged.value(0.5, 30) == pytest.approx(0.5 + 0.1 * 30 / 60)
+    assert charged.value(0.5, 60) > charged.value(0.5, 10)  # the longest patience does not win for free
+    quality = Objective(recipe, space, "mode_kl", "min", "p", "0", "s", quality_only=True, client=None)
+    assert quality.value(0.5, 60) == 0.5
+    maximize = Objective(recipe, space, "hq_ratio", "max", "p", "0", "s", client=None)
+    assert maximize.value(0.9, 60) == pytest.approx(0.8)

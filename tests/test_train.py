@@ -1,0 +1,169 @@
+import math
+
+import pytest
+import torch
+
+from conftest import ROOT, tiny
+from ganstop import recipe as rc
+from ganstop.data import load_data
+from ganstop.metrics.registry import Evaluator
+from ganstop.stopping import StopReason
+from ganstop.train import Callback, Trainer, resolve_device
+
+RING = ROOT / "recipes" / "ring8-mlp.yaml"
+
+
+def make_trainer(tmp_path, overrides=(), callbacks=(), path=RING, name="ring8"):
+    recipe = rc.load(path, tiny(name, **dict(overrides)))
+    data = load_data(recipe)
+    return Trainer(recipe, data, Evaluator(recipe, data, torch.device("cpu")), tmp_path / "ckpt",
+                   callbacks=callbacks, progress=False)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_train_start(self, trainer):
+        self.events.append(("start",))
+
+    def on_validation_end(self, epoch, metrics, samples, check):
+        self.events.append(("validation", epoch, sorted(metrics), tuple(samples.shape)))
+
+    def on_epoch_end(self, epoch, logs):
+        self.events.append(("epoch", epoch, sorted(logs)))
+
+    def on_train_end(self, result):
+        self.events.append(("end", result.stop_reason))
+
+
+def test_fit_reports_to_callbacks_and_keeps_the_best_epoch(tmp_path):
+    recorder = Recorder()
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 3, "stopping.patience": 10}, [recorder])
+    result = trainer.fit()
+    assert result.stop_reason == StopReason.MAX_EPOCHS and result.stopped_epoch == 3
+    kinds = [e[0] for e in recorder.events]
+    assert kinds == ["start", "validation", "epoch", "validation", "epoch", "validation", "epoch", "end"]
+    assert recorder.events[1][2] == ["hq_ratio", "mode_kl", "modes", "swd"]
+    assert recorder.events[1][3] == (500, 2)  # every validation point, for the scatter plot
+    for key in ("d_loss", "g_loss", "lr_g", "lr_d", "epoch_seconds", "samples_per_second", "swd", "mode_kl"):
+        assert key in recorder.events[2][2]
+    checked = [h["swd"] for h in result.history]
+    assert result.best_value == min(checked)
+    assert result.best_epoch == 1 + checked.index(min(checked))
+    best = torch.load(trainer.best_path, weights_only=True)
+    assert best["epoch"] == result.best_epoch
+    assert result.best_generator(torch.zeros(5, 16)).shape == (5, 2)
+
+
+def test_validation_every_n_epochs_and_at_the_last(tmp_path):
+    recorder = Recorder()
+    make_trainer(tmp_path, {"train.max_epochs": 5, "metrics.every": 2, "stopping.patience": 10}, [recorder]).fit()
+    assert [e[1] for e in recorder.events if e[0] == "validation"] == [2, 4, 5]
+
+
+def test_checkpoint_holds_the_full_state(tmp_path):
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 2, "decay.g_schedule": "linear"})
+    trainer.fit()
+    state = torch.load(trainer.last_path, weights_only=True)
+    assert set(state) >= {"epoch", "G", "D", "ema", "opt_g", "opt_d", "sched_g", "sched_d", "stopper",
+                          "rng_cpu", "history"}
+    assert state["ema"]["n_averaged"] > 0
+    assert not list(trainer.checkpoint_dir.glob("*.tmp"))
+
+
+def test_lr_follows_the_schedule_during_training(tmp_path):
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 4, "stopping.patience": 10, "decay.g_schedule": "exponential",
+                                      "decay.g_final_lr": 0.01})
+    history = trainer.fit().history
+    lr0 = trainer.recipe.train.lr_g
+    assert [h["lr_g"] for h in history] == pytest.approx([lr0 * 0.01 ** (e / 4) for e in range(4)])
+    assert [h["lr_d"] for h in history] == pytest.approx([trainer.recipe.train.lr_d] * 4)
+
+
+def test_ema_generator_is_validated_and_differs_from_raw(tmp_path):
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 2, "ema.decay": 0.9})
+    trainer.fit()
+    ema_g = trainer.eval_generator()
+    assert ema_g is not trainer.G
+    z = torch.randn(8, 16)
+    assert not torch.allclose(ema_g(z), trainer.G.eval()(z))
+
+
+class Poison(Callback):
+    """Corrupts the training data after an epoch, so the next epoch's losses are NaN."""
+
+    def __init__(self, trainer_ref, epoch):
+        self.trainer_ref, self.epoch = trainer_ref, epoch
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == self.epoch:
+            self.trainer_ref[0].train_data[:] = math.nan
+
+
+def test_non_finite_loss_stops_and_keeps_the_earlier_best(tmp_path):
+    ref = []
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 6, "stopping.patience": 10}, [Poison(ref, 2)])
+    ref.append(trainer)
+    result = trainer.fit()
+    assert result.stop_reason == StopReason.NON_FINITE_LOSS and result.stopped_epoch == 3
+    assert result.best_epoch in (1, 2) and result.best_generator is not None
+    assert torch.isfinite(result.best_generator(torch.randn(4, 16))).all()
+
+
+class Crash(Callback):
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_resume_replays_the_uninterrupted_run(tmp_path):
+    overrides = {"train.max_epochs": 4, "stopping.patience": 10}
+    straight = make_trainer(tmp_path / "a", overrides).fit()
+    interrupted = make_trainer(tmp_path / "b", overrides, [Crash()])
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.fit()
+    resumed = make_trainer(tmp_path / "b", overrides)
+    assert resumed.resume() and resumed.epoch == 2
+    result = resumed.fit()
+    drop = ("epoch_seconds", "samples_per_second", "validation_seconds")
+    strip = lambda h: [{k: v for k, v in row.items() if k not in drop} for row in h]  # noqa: E731
+    assert strip(result.history) == strip(straight.history)
+    assert (result.best_epoch, result.best_value) == (straight.best_epoch, straight.best_value)
+
+
+def test_images_train_with_dcgan(tmp_path):
+    recorder = Recorder()
+    trainer = make_trainer(tmp_path, {}, [recorder], path=ROOT / "recipes" / "digits-dcgan.yaml", name="digits")
+    result = trainer.fit()
+    assert result.stopped_epoch == 2
+    validation = [e for e in recorder.events if e[0] == "validation"][0]
+    assert validation[2] == ["class_coverage", "class_kl", "fid", "kid", "kid_std"]
+    assert validation[3] == (64, 1, 8, 8)
+    out = result.best_generator(torch.randn(3, 32))
+    assert out.shape == (3, 1, 8, 8) and out.min() >= 0 and out.max() <= 1
+
+
+def test_cuda_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # the error path only exists without one
+    with pytest.raises(rc.RecipeError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("family, shape", [("mlp", (2,)), ("dcgan", (1, 8, 8)), ("dcgan", (3, 32, 32))])
+@pytest.mark.parametrize("norm", ["batch", "none", "spectral"])
+def test_every_family_and_discriminator_norm_trains_a_step(family, shape, norm):
+    from ganstop import models
+
+    cfg = rc.ModelConfig(family=family, z_dim=8, width=16, depth=2, d_norm=norm)
+    G, D = models.build(cfg, shape)
+    fake = G(torch.randn(4, 8))
+    assert fake.shape == (4, *shape)
+    loss = torch.nn.functional.softplus(D(fake)).mean()
+    loss.backward()
+    assert D(fake).shape == (4,) and all(p.grad is not None for p in G.parameters())
+    spectral = [name for name, _ in D.named_parameters() if "parametrizations" in name]
+    batch = [m for m in D.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    assert bool(spectral) == (norm == "spectral") and bool(batch) == (norm == "batch")
