@@ -6,6 +6,7 @@ Everything that can reject the user's input (device, data, metrics, classifier) 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -54,6 +55,10 @@ def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = ()
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise TrackingLost(f"lost the tracking store at epoch {trainer.epoch} ({mask(reason)}); checkpoints are "
                            f"kept in {trainer.checkpoint_dir}; resume with: ganstop train --resume {run_id}") from None
+    except BaseException:
+        with contextlib.suppress(MlflowException, requests.RequestException):
+            logger.flush()  # a pruned, failed or interrupted run keeps its last epoch's metrics
+        raise
 
 
 def checkpoint_dir(run_id: str) -> Path:

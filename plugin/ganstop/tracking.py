@@ -15,6 +15,7 @@ from mlflow.entities import Metric, Param
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
+from mlflow.utils.async_logging.run_operations import RunOperations
 
 from ganstop import plots
 from ganstop.masking import mask
@@ -82,6 +83,7 @@ class MlflowLogger(Callback):
         self.client = client or MlflowClient()
         self.trainer: Trainer | None = None
         self.model_uri: str | None = None
+        self._in_flight: RunOperations | None = None
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -111,11 +113,21 @@ class MlflowLogger(Callback):
         self._log_bytes(data, name)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        """Sent in the background while the next epoch trains; waiting for the previous epoch's
+        batch first keeps one in flight, so a lost server still stops the run an epoch later."""
+        self.flush()
         now = int(1000 * time.time())
         metrics = [Metric(k, float(v), now, epoch) for k, v in logs.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self._in_flight = self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
+
+    def flush(self) -> None:
+        """Block until the metrics sent in the background are stored; raise if they were not."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.wait()
 
     def on_train_end(self, result: TrainResult) -> None:
+        self.flush()
         finals = {"stopped_epoch": result.stopped_epoch, "train_seconds": result.seconds}
         if result.best_epoch is not None:
             finals |= {"restored_epoch": result.best_epoch, "best_score": result.best_value,

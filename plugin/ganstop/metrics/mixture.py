@@ -31,7 +31,7 @@ def mode_metrics(samples: torch.Tensor, means: torch.Tensor, std: float) -> dict
 def modes(ctx):
     """Registry builder: mode metrics against the dataset's own mixture."""
     means = ctx.data.means.to(ctx.device)
-    return lambda samples: mode_metrics(samples, means, ctx.data.std)
+    return lambda batch: mode_metrics(batch.samples, means, ctx.data.std)
 
 
 def sliced_wasserstein(samples: torch.Tensor, reference: torch.Tensor, projections: int = 128) -> float:
@@ -51,4 +51,4 @@ def sliced_wasserstein(samples: torch.Tensor, reference: torch.Tensor, projectio
 
 def swd(ctx):
     """Registry builder: SWD against the held-out points."""
-    return lambda samples: {"swd": sliced_wasserstein(samples, ctx.reference)}
+    return lambda batch: {"swd": sliced_wasserstein(batch.samples, ctx.reference)}

@@ -25,7 +25,7 @@ class Metric:
     outputs: dict[str, str]  # output name -> "min" | "max"
     builder: str  # "module:function" in ganstop.metrics, imported on use: recipe checks stay light
 
-    def build(self, ctx: "Context") -> Callable[[torch.Tensor], dict[str, float]]:
+    def build(self, ctx: "Context") -> Callable[["Batch"], dict[str, float]]:
         module, function = self.builder.split(":")
         return getattr(importlib.import_module(f"ganstop.metrics.{module}"), function)(ctx)
 
@@ -97,8 +97,19 @@ class Context:
         return model
 
     @functools.cached_property
-    def features(self) -> classifier.Features:
-        return classifier.Features(self.classifier)
+    def reference_features(self) -> torch.Tensor:
+        return self.classifier.features(self.reference)
+
+
+class Batch:
+    """One set of generated samples; what several metrics derive from it is computed once."""
+
+    def __init__(self, samples: torch.Tensor, ctx: Context):
+        self.samples, self._ctx = samples, ctx
+
+    @functools.cached_property
+    def features(self) -> torch.Tensor:
+        return self._ctx.classifier.features(self.samples)
 
 
 class Evaluator:
@@ -107,13 +118,17 @@ class Evaluator:
     def __init__(self, recipe: Recipe, data, device: torch.device):
         self.selection = resolve(recipe)
         self.n_samples = recipe.metrics.n_samples or len(data.val)
-        ctx = Context(recipe, data, device, self.n_samples)
-        self._computes = [REGISTRY[name].build(ctx) for name in self.selection.names]
-        self.classifier_accuracy = ctx.classifier_accuracy
+        self._ctx = Context(recipe, data, device, self.n_samples)
+        self.computes = {name: REGISTRY[name].build(self._ctx) for name in self.selection.names}
+        self.classifier_accuracy = self._ctx.classifier_accuracy
+
+    def batch(self, samples: torch.Tensor) -> Batch:
+        """Samples in user units: images in [0, 1], points as coordinates."""
+        return Batch(samples.to(self._ctx.device), self._ctx)
 
     def __call__(self, samples: torch.Tensor) -> dict[str, float]:
-        """Samples in user units: images in [0, 1], points as coordinates."""
+        batch = self.batch(samples)
         out: dict[str, float] = {}
-        for compute in self._computes:
-            out.update(compute(samples))
+        for compute in self.computes.values():
+            out.update(compute(batch))
         return out
