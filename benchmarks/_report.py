@@ -29,6 +29,10 @@ def scratch_tracking() -> Path:
     import mlflow
 
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    # artifacts too: a sqlite store's default artifact root is ./mlruns in the working directory
+    experiment = mlflow.create_experiment("benchmarks", artifact_location=(folder / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment
     return folder
 
 

@@ -25,7 +25,7 @@ def run(recipe: rc.Recipe, pruner: str, trials: int, folder: Path) -> dict:
     summary = study_runner.run_study(
         recipe, n_trials=trials, timeout=None, storage_url=f"sqlite:///{folder / f'{pruner}.db'}",
         study_name=f"bench-{pruner}", pruner=pruner, pruner_options=PRUNER_OPTIONS, quality_only=False, workers=1,
-        heartbeat=30, grace=120, retries=0, experiment_name=f"bench-{pruner}", progress=False, argv=[])
+        heartbeat=30, grace=120, retries=0, experiment_name=None, progress=False, argv=[])
     summary["seconds"] = time.perf_counter() - started
     return summary
 
