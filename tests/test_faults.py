@@ -202,6 +202,37 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tracking, tmp_path):
     for key in ("stopped_epoch", "restored_epoch", "best_score"):
         assert b.data.metrics[key] == a.data.metrics[key], key
     assert b.data.tags["ganstop.stop_reason"] == a.data.tags["ganstop.stop_reason"]
+    # the curves have every epoch once, those the killed process never sent included
+    steps = sorted(m.step for m in client.get_metric_history(run_id, "d_loss"))
+    assert steps == list(range(1, int(b.data.metrics["stopped_epoch"]) + 1))
+
+
+def test_a_resumed_run_sends_the_epochs_the_killed_process_never_logged(tracking):
+    from ganstop.tracking import MlflowLogger
+
+    class Killed(Exception):
+        pass
+
+    class DiesBeforeSending(MlflowLogger):
+        """Epoch 2's metrics never leave, and the process dies after epoch 3's checkpoint."""
+
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 3:
+                raise Killed
+            if epoch == 1:
+                super().on_epoch_end(epoch, logs)
+                self.flush()
+
+    recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 5, "stopping.patience": 100}))
+    prepared = runner.prepare(recipe)
+    with mlflow.start_run() as run:
+        trainer = Trainer(recipe, prepared.data, prepared.evaluator, runner.checkpoint_dir(run.info.run_id),
+                          [DiesBeforeSending(run.info.run_id, recipe)], progress=False)
+        with pytest.raises(Killed):
+            trainer.fit()
+        runner.train_in_run(prepared, run.info.run_id, progress=False)
+    history = MlflowClient().get_metric_history(run.info.run_id, "d_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]
 
 
 @pytest.mark.slow

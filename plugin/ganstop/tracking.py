@@ -26,6 +26,7 @@ from ganstop.train import Callback, Trainer, TrainResult
 TAG_STOP_REASON = "ganstop.stop_reason"
 TAG_MODEL_URI = "ganstop.model_uri"
 MAX_PARAMS_PER_BATCH = 100
+MAX_METRICS_PER_BATCH = 1000
 
 
 def check_reachable(timeout: float = 5.0) -> None:
@@ -100,6 +101,19 @@ class MlflowLogger(Callback):
         self.client.log_text(self.run_id, mask(to_yaml(self.recipe)), "recipe.yaml")
         if trainer.evaluator.classifier_accuracy is not None:
             self.client.log_metric(self.run_id, "classifier_accuracy", trainer.evaluator.classifier_accuracy)
+        self._send_unlogged_epochs(trainer.history)
+
+    def _send_unlogged_epochs(self, history: list[dict[str, float]]) -> None:
+        """On resume: a kill can land after an epoch's checkpoint but before its metrics reached
+        MLflow; the checkpoint's history has them, so the curves come out whole."""
+        if not history:
+            return
+        logged = {m.step for m in self.client.get_metric_history(self.run_id, "epoch_seconds")}
+        now = int(1000 * time.time())
+        metrics = [Metric(k, float(v), now, h["epoch"]) for h in history if h["epoch"] not in logged
+                   for k, v in h.items() if k != "epoch"]
+        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
 
     def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor, check: Check) -> None:
         name = f"samples/epoch_{epoch:04d}.png"
