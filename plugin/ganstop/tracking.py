@@ -25,8 +25,6 @@ from ganstop.train import Callback, Trainer, TrainResult
 
 TAG_STOP_REASON = "ganstop.stop_reason"
 TAG_MODEL_URI = "ganstop.model_uri"
-MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
 
 
 def check_reachable(timeout: float = 5.0) -> None:
@@ -76,6 +74,11 @@ def log_model(sampler: torch.nn.Module, z_dim: int, sample_shape: tuple[int, ...
                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}"])
 
 
+def _epoch_metrics(epoch: int, logs: dict[str, float], timestamp: int) -> list[Metric]:
+    """One epoch's logs (or its checkpoint history entry) as MLflow metrics at step ``epoch``."""
+    return [Metric(k, float(v), timestamp, epoch) for k, v in logs.items() if k != "epoch"]
+
+
 class MlflowLogger(Callback):
     """Writes one run: metrics batched once per epoch, pictures per validation, model at the end."""
 
@@ -96,8 +99,7 @@ class MlflowLogger(Callback):
         }
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, v) for k, v in params.items() if k not in existing]  # resume: log once
-        for i in range(0, len(fresh), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=fresh[i:i + MAX_PARAMS_PER_BATCH])
+        self.client.log_batch(self.run_id, params=fresh)  # the client splits it into the store's batch sizes
         self.client.log_text(self.run_id, mask(to_yaml(self.recipe)), "recipe.yaml")
         if trainer.evaluator.classifier_accuracy is not None:
             self.client.log_metric(self.run_id, "classifier_accuracy", trainer.evaluator.classifier_accuracy)
@@ -110,10 +112,8 @@ class MlflowLogger(Callback):
             return
         logged = {m.step for m in self.client.get_metric_history(self.run_id, "epoch_seconds")}
         now = int(1000 * time.time())
-        metrics = [Metric(k, float(v), now, h["epoch"]) for h in history if h["epoch"] not in logged
-                   for k, v in h.items() if k != "epoch"]
-        for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
+        metrics = [m for h in history if h["epoch"] not in logged for m in _epoch_metrics(h["epoch"], h, now)]
+        self.client.log_batch(self.run_id, metrics=metrics)
 
     def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor, check: Check) -> None:
         name = f"samples/epoch_{epoch:04d}.png"
@@ -130,8 +130,7 @@ class MlflowLogger(Callback):
         """Sent in the background while the next epoch trains; waiting for the previous epoch's
         batch first keeps one in flight, so a lost server still stops the run an epoch later."""
         self.flush()
-        now = int(1000 * time.time())
-        metrics = [Metric(k, float(v), now, epoch) for k, v in logs.items()]
+        metrics = _epoch_metrics(epoch, logs, int(1000 * time.time()))
         self._in_flight = self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
 
     def flush(self) -> None:
