@@ -93,13 +93,16 @@ def inception_fid(ctx) -> Compute:
         raise RecipeError("inception_fid needs torch-fidelity: pip install 'mlflow-ganstop[inception]'") from None
     rgb = lambda x: x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # noqa: E731
     metric = metric.to(ctx.device)
-    for chunk in ctx.reference.split(CHUNK):
-        metric.update(rgb(chunk), real=True)
+
+    def feed(images: torch.Tensor, real: bool) -> None:  # Inception at 299x299: a chunk at a time
+        for chunk in images.split(CHUNK):
+            metric.update(rgb(chunk), real=real)
+
+    feed(ctx.reference, real=True)
 
     def compute(batch) -> dict[str, float]:
         metric.reset()
-        for chunk in batch.samples.split(CHUNK):
-            metric.update(rgb(chunk), real=False)
+        feed(batch.samples, real=False)
         return {"inception_fid": float(metric.compute())}
 
     return compute
