@@ -1,4 +1,5 @@
 import math
+import statistics
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ def test_samples_on_the_means_cover_every_mode(name, k):
     means, std = mixture_means(name)
     samples = means.repeat(100, 1)
     out = mode_metrics(samples, means, std)
-    assert out == {"modes": k, "hq_ratio": 1.0, "mode_kl": pytest.approx(0.0, abs=1e-9)}
+    assert out == {"modes": k, "hq_ratio": 1.0, "mode_kl": pytest.approx(0.0, abs=1e-9), "hq_coverage": 1.0}
 
 
 def test_ring_has_eight_distinct_modes():
@@ -27,6 +28,16 @@ def test_one_mode_only():
     out = mode_metrics(means[3].repeat(2500, 1), means, std)
     assert out["modes"] == 1 and out["hq_ratio"] == 1.0
     assert out["mode_kl"] == pytest.approx(math.log(8))
+    assert out["hq_coverage"] == pytest.approx(1 / 8)  # precise, but one mode: hq_ratio alone would say 1.0
+
+
+def test_hq_coverage_charges_missing_modes_and_low_quality_samples():
+    means, std = mixture_means("ring8")
+    half_the_modes = means[:4].repeat(100, 1)
+    assert mode_metrics(half_the_modes, means, std)["hq_coverage"] == pytest.approx(0.5)
+    blurred = torch.cat([means.repeat(90, 1), torch.zeros(80, 2)])  # 90% on the modes, 10% at the centre
+    out = mode_metrics(blurred, means, std)
+    assert out["hq_coverage"] == pytest.approx(out["hq_ratio"]) and out["hq_ratio"] == pytest.approx(0.9)
 
 
 def test_real_data_scores_like_real_data():
@@ -41,12 +52,13 @@ def test_real_data_scores_like_real_data():
 def test_far_away_samples_are_low_quality():
     means, std = mixture_means("ring8")
     out = mode_metrics(torch.full((100, 2), 10.0), means, std)
-    assert out == {"modes": 0, "hq_ratio": 0.0, "mode_kl": pytest.approx(math.log(8))}
+    assert out == {"modes": 0, "hq_ratio": 0.0, "mode_kl": pytest.approx(math.log(8)), "hq_coverage": 0.0}
 
 
 def test_swd_is_zero_on_the_data_and_grows_with_collapse_and_distance():
-    from ganstop.metrics.mixture import sliced_wasserstein
+    from ganstop.metrics.mixture import sliced_wasserstein as swd
 
+    sliced_wasserstein = lambda *args: swd(*args)["swd"]  # noqa: E731
     means, std = mixture_means("ring8")
     gen = torch.Generator().manual_seed(1)
     real, other = (sample_mixture(means, std, 2500, gen) for _ in range(2))
@@ -56,6 +68,71 @@ def test_swd_is_zero_on_the_data_and_grows_with_collapse_and_distance():
     center, far = (sliced_wasserstein(torch.full((2500, 2), v), real) for v in (0.0, 3.0))
     assert noise_floor < 0.05 * collapsed
     assert noise_floor < collapsed < far and center < far  # smooth: nearer is better even off the modes
+
+
+def spread(values) -> float:
+    return float(torch.tensor(values, dtype=torch.float64).std())
+
+
+@pytest.mark.parametrize("output", ["hq_coverage", "hq_ratio", "mode_kl"])
+def test_mode_metric_standard_error_matches_the_spread_over_fresh_samples(output):
+    means, std = mixture_means("ring8")
+    gen = torch.Generator().manual_seed(3)
+    draws = [mode_metrics(means[torch.randint(8, (2500,), generator=gen)] + 0.012 * torch.randn(2500, 2, generator=gen),
+                          means, std, se=output) for _ in range(40)]
+    ratio = statistics.fmean(d[f"{output}_se"] for d in draws) / spread([d[output] for d in draws])
+    assert 0.6 < ratio < 2.0, ratio  # measured 1.4 for hq_coverage: halves err on the safe side
+
+
+def test_swd_standard_error_matches_the_spread_over_fresh_samples():
+    from ganstop.metrics.mixture import sliced_wasserstein
+
+    means, std = mixture_means("grid25")
+    gen = torch.Generator().manual_seed(4)
+    reference = sample_mixture(means, std, 1000, gen)
+    draws = [sliced_wasserstein(sample_mixture(means, 0.07, 1000, gen), reference, with_se=True) for _ in range(30)]
+    assert 0.6 < statistics.fmean(d["swd_se"] for d in draws) / spread([d["swd"] for d in draws]) < 2.0
+
+
+def features(seed: int, n: int = 300, d: int = 32, scale: float = 1.0) -> torch.Tensor:
+    return scale * torch.randn(n, d, generator=torch.Generator().manual_seed(seed)) + 0.1 * scale
+
+
+def test_fid_error_uses_torchmetrics_formula_and_matches_the_spread_over_fresh_samples():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from ganstop.metrics.image import Embedded, _FidError
+
+    reference = features(0)
+    error = _FidError(reference)
+    metric = FrechetInceptionDistance(feature=Embedded(32), reset_real_features=False)
+    metric.update(reference, real=True)
+    values, errors = [], []
+    for seed in range(1, 31):
+        metric.reset()
+        metric.update(features(seed, scale=1.2), real=False)
+        values.append(float(metric.compute()))
+        errors.append(error(features(seed, scale=1.2)))
+    assert float(error.frechet(features(1, scale=1.2)[None])[0]) == pytest.approx(values[0], rel=1e-4)
+    assert 0.6 < statistics.fmean(errors) / spread(values) < 2.0
+
+
+def test_kid_error_matches_the_spread_of_torchmetrics_kid_over_fresh_samples():
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    from ganstop.metrics.image import KID_SUBSETS, Embedded, _KidError
+
+    reference = features(0)
+    error = _KidError(reference)
+    values, errors = [], []
+    for seed in range(1, 31):
+        metric = KernelInceptionDistance(feature=Embedded(32), subsets=KID_SUBSETS, subset_size=100)
+        metric.update(reference, real=True)
+        metric.update(features(seed, scale=1.2), real=False)
+        mean, subset_std = metric.compute()
+        values.append(float(mean))
+        errors.append(error(features(seed, scale=1.2), float(subset_std)))
+    assert 0.6 < statistics.fmean(errors) / spread(values) < 2.0
 
 
 @pytest.fixture(scope="module")
@@ -101,5 +178,5 @@ def test_fid_kid_and_coverage_share_one_classifier_pass(digits_evaluator):
         out = evaluator((data.val + 1) / 2)
     finally:
         handle.remove()
-    assert {"fid", "kid", "class_coverage"} <= out.keys()
+    assert {"fid", "kid", "class_coverage", "fid_se"} <= out.keys() and "kid_se" not in out  # the monitor's only
     assert sum(calls) == len(data.val)  # every sample through the classifier once, not once per metric

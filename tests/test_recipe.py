@@ -55,10 +55,25 @@ def test_unknown_key_names_the_closest(tmp_path):
     (("stopping.monitor", "fdi"), "did you mean 'fid'"),
     (("decay.d_penalty", "l2"), "needs decay.d_penalty_lambda"),
     (("dataset.name", "ring8"), "set model.family=mlp"),
+    (("stopping.min_delta", "soon"), "a number >= 0 or auto"),
+    (("stopping.min_delta", -0.1), "must be >= 0"),
+    (("stopping.criteria", ["patience", "trnd"]), "unknown stopping criterion 'trnd' .*did you mean 'trend'"),
+    (("stopping.criteria", []), "at least one of patience, trend, gl, pq, up"),
+    (("stopping.combine", "most"), "must be one of any, all"),
+    (("stopping.delta_reference", "first"), "must be one of improvement, best"),
+    (("stopping.window", 2), "window must be >= 3"),
+    (("stopping.strip", 0), "stopping.strip must be > 0"),
+    (("stopping.min_delta_mode", "percent"), "absolute, relative, se"),
 ])
 def test_bad_values_are_rejected_with_the_fix(override, message):
     with pytest.raises(rc.RecipeError, match=message):
         rc.load(ROOT / "recipes" / "digits-dcgan.yaml", [override])
+
+
+def test_min_delta_in_standard_errors_needs_a_monitor_that_has_one():
+    with pytest.raises(rc.RecipeError, match="needs a monitor with one, and class_kl has none; use one of fid, kid"):
+        rc.load(None, [("stopping.monitor", "class_kl"), ("stopping.min_delta", "auto")])
+    assert rc.load(None, [("stopping.monitor", "kid"), ("stopping.min_delta_mode", "se")])
 
 
 @pytest.mark.parametrize("text, message", [
@@ -88,12 +103,18 @@ def test_safe_load_refuses_python_objects(tmp_path):
 def test_metric_selection_follows_the_dataset():
     images = resolve(rc.load(None))
     assert images.names == ["fid", "kid", "coverage"] and (images.monitor, images.mode) == ("fid", "min")
-    points = resolve(rc.load(ROOT / "recipes" / "ring8-mlp.yaml"))
-    assert points.names == ["modes", "swd"] and (points.monitor, points.mode) == ("swd", "min")
+    points = resolve(rc.load(ROOT / "recipes" / "ring8-mlp.yaml", [("stopping.monitor", "")]))
+    assert points.names == ["modes", "swd"] and (points.monitor, points.mode) == ("hq_coverage", "max")
     hq = resolve(rc.load(ROOT / "recipes" / "ring8-mlp.yaml", [("stopping.monitor", "hq_ratio")]))
     assert hq.mode == "max"
     with pytest.raises(rc.RecipeError, match="is for image data"):
         rc.load(ROOT / "recipes" / "ring8-mlp.yaml", [("metrics.names", ["fid"])])
+
+
+def test_min_delta_reads_numbers_and_auto_from_yaml_and_the_command_line():
+    assert rc.load(None, [("stopping.min_delta", "0.05")]).stopping.min_delta == 0.05  # --min-delta 0.05
+    assert rc.load(None, [("stopping.min_delta", 1)]).stopping.min_delta == 1.0
+    assert rc.load(None, [("stopping.min_delta", "auto")]).stopping.min_delta == "auto"
 
 
 def test_flat_params_cover_every_setting():

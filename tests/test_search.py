@@ -30,10 +30,25 @@ def test_every_shipped_space_is_valid():
     ({"stopping.warmup": {"type": "int", "low": 1, "high": 500}}, "below train.max_epochs"),
     ({"decay.g_schedule": {"type": "categorical", "choices": ["cosine", "sine"]}}, "did you mean"),
     ({"ema.decay": {"type": "float", "low": 0.9, "high": 0.99, "choices": [1]}}, "unknown option 'choices'"),
+    ({"stopping.criteria": {"type": "categorical", "choices": ["patience", "patience,slope"]}},
+     "unknown stopping criterion 'slope'"),
 ])
 def test_bad_search_spaces_name_the_problem(space, message):
     with pytest.raises(rc.RecipeError, match=message):
         SearchSpace.from_recipe(with_search({"space": space}))
+
+
+def test_stopping_criteria_are_searchable_as_comma_separated_choices():
+    space = SearchSpace.from_recipe(with_search({"space": {
+        "stopping.criteria": {"type": "categorical", "choices": ["patience", "trend", "patience,gl"]},
+        "stopping.combine": {"type": "categorical", "choices": ["any", "all"]}}}))
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(12):
+        values = space.suggest(study.ask())
+        recipe = rc.load(None, list(values.items()), base=with_search({}))
+        seen.add((tuple(recipe.stopping.criteria), recipe.stopping.combine))
+    assert {("patience",), ("trend",), ("patience", "gl")} <= {criteria for criteria, _ in seen}
 
 
 def test_missing_space_and_unknown_section_keys():

@@ -44,13 +44,15 @@ def test_fit_reports_to_callbacks_and_keeps_the_best_epoch(tmp_path):
     assert result.stop_reason == StopReason.MAX_EPOCHS and result.stopped_epoch == 3
     kinds = [e[0] for e in recorder.events]
     assert kinds == ["start", "validation", "epoch", "validation", "epoch", "validation", "epoch", "end"]
-    assert recorder.events[1][2] == ["hq_ratio", "mode_kl", "modes", "swd"]
+    monitor = trainer.monitor
+    assert recorder.events[1][2] == sorted(["hq_coverage", "hq_ratio", "mode_kl", "modes", "swd", f"{monitor}_se"])
     assert recorder.events[1][3] == (500, 2)  # every validation point, for the scatter plot
     for key in ("d_loss", "g_loss", "lr_g", "lr_d", "epoch_seconds", "samples_per_second", "swd", "mode_kl"):
         assert key in recorder.events[2][2]
-    checked = [h["swd"] for h in result.history]
-    assert result.best_value == min(checked)
-    assert result.best_epoch == 1 + checked.index(min(checked))
+    checked = [h[monitor] for h in result.history]
+    best = min(checked) if trainer.mode == "min" else max(checked)
+    assert result.best_value == best
+    assert result.best_epoch == 1 + checked.index(best)
     best = torch.load(trainer.best_path, weights_only=True)
     assert best["epoch"] == result.best_epoch
     assert result.best_generator(torch.zeros(5, 16)).shape == (5, 2)
@@ -138,7 +140,7 @@ def test_images_train_with_dcgan(tmp_path):
     result = trainer.fit()
     assert result.stopped_epoch == 2
     validation = [e for e in recorder.events if e[0] == "validation"][0]
-    assert validation[2] == ["class_coverage", "class_kl", "fid", "kid", "kid_std"]
+    assert validation[2] == ["class_coverage", "class_kl", "fid", "fid_se", "kid", "kid_std"]
     assert validation[3] == (64, 1, 8, 8)
     out = result.best_generator(torch.randn(3, 32))
     assert out.shape == (3, 1, 8, 8) and out.min() >= 0 and out.max() <= 1
@@ -167,3 +169,34 @@ def test_every_family_and_discriminator_norm_trains_a_step(family, shape, norm):
     spectral = [name for name, _ in D.named_parameters() if "parametrizations" in name]
     batch = [m for m in D.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
     assert bool(spectral) == (norm == "spectral") and bool(batch) == (norm == "batch")
+
+
+def test_each_check_logs_the_monitors_standard_error_and_the_stopper_uses_it(tmp_path):
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 3, "stopping.warmup": 0, "stopping.min_delta": "auto",
+                                      "stopping.patience": 10})
+    result = trainer.fit()
+    monitor = result.monitor
+    errors = [h[f"{monitor}_se"] for h in result.history]
+    assert len(errors) == 3 and all(e >= 0 for e in errors) and any(e > 0 for e in errors)
+    assert [c[2] for c in trainer.stopper.checks] == errors
+    assert not any(k.endswith("_se") and k != f"{monitor}_se" for k in result.history[0])  # only the monitor pays
+
+
+class NanMetric:
+    """An evaluator whose monitored value is NaN at every check."""
+
+    def __init__(self, evaluator, monitor):
+        self.evaluator, self.monitor = evaluator, monitor
+
+    def __call__(self, samples):
+        return {**self.evaluator(samples), self.monitor: math.nan}
+
+
+@pytest.mark.parametrize("check_finite", [True, False])
+def test_a_nan_at_the_first_check_stops_or_runs_on_without_crashing(tmp_path, check_finite):
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 3, "stopping.warmup": 0, "stopping.check_finite": check_finite})
+    trainer.evaluator = NanMetric(trainer.evaluator, trainer.monitor)
+    result = trainer.fit()
+    expected = (StopReason.NON_FINITE_METRIC, 1) if check_finite else (StopReason.MAX_EPOCHS, 3)
+    assert (result.stop_reason, result.stopped_epoch) == expected
+    assert result.best_epoch is None and result.best_generator is None

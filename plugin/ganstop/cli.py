@@ -54,7 +54,7 @@ def recipe_options(command):
     @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                   help="Override one recipe value; repeatable. Space-separated pairs in one value work too.")
     @click.option("--patience", type=Blank(click.INT), help="stopping.patience (validation checks).")
-    @click.option("--min-delta", type=Blank(click.FLOAT), help="stopping.min_delta.")
+    @click.option("--min-delta", type=Blank(click.STRING), help="stopping.min_delta: a number, or auto (1 standard error).")
     @click.option("--max-epochs", type=Blank(click.INT), help="train.max_epochs.")
     @click.option("--seed", type=Blank(click.INT), help="train.seed.")
     @click.option("--device", type=Blank(click.STRING), help="train.device: auto, cpu, cuda or cuda:N.")

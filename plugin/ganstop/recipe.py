@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import difflib
 import sys
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,17 +85,25 @@ class EmaConfig:
 
 @dataclass
 class StoppingConfig:
-    monitor: str = ""  # empty: the dataset's headline metric (fid for images, mode_kl for 2D)
+    # Names and meanings as in Keras/Lightning; see ganstop.stopping for the criteria.
+    monitor: str = ""  # empty: the dataset's headline metric (fid for images, hq_coverage for 2D)
     mode: str = "auto"  # auto (from the metric) | min | max
+    criteria: list[str] = field(default_factory=lambda: ["patience"])  # patience | trend | gl | pq | up
+    combine: str = "any"  # stop when any / all of the criteria say so
     patience: int = 10  # validation checks without an improvement larger than min_delta
-    min_delta: float = 0.0
-    min_delta_mode: str = "absolute"  # absolute | relative (fraction of the reference value)
-    warmup: int = 5  # epochs before which only a non-finite value can stop the run
+    min_delta: float | str = 0.0  # a number, or auto: 1 standard error of the difference (min_delta_mode se)
+    min_delta_mode: str = "absolute"  # absolute | relative (fraction of the reference) | se (standard errors)
+    delta_reference: str = "improvement"  # improvement (Keras, Lightning) | best (every gain moves the bar, Ignite)
+    warmup: int = 5  # Keras start_from_epoch: epochs not monitored (only a non-finite value stops there)
     baseline: float | None = None  # the metric must beat this to count as improving
     stopping_threshold: float | None = None  # stop as soon as the metric is this good
     divergence_threshold: float | None = None  # stop as soon as the metric is this bad
     check_finite: bool = True
-    cumulative_delta: bool = False
+    window: int = 10  # trend: checks the Theil-Sen slope is fitted on
+    strip: int = 5  # pq, up: Prechelt's strip length, in checks
+    gl_alpha: float = 5.0  # gl: percent worse than the best
+    pq_alpha: float = 0.75  # pq: generalization loss per unit of progress
+    up_strips: int = 3  # up: successive strips that each end worse
 
 
 @dataclass
@@ -142,13 +151,16 @@ CHOICES = {
     "decay.d_schedule": ("none", "linear", "exponential", "step", "cosine"),
     "decay.d_penalty": ("none", "l1", "l2"),
     "stopping.mode": ("auto", "min", "max"),
-    "stopping.min_delta_mode": ("absolute", "relative"),
+    "stopping.min_delta_mode": ("absolute", "relative", "se"),
+    "stopping.delta_reference": ("improvement", "best"),
+    "stopping.combine": ("any", "all"),
 }
 POSITIVE = ("model.z_dim", "model.width", "model.depth", "train.max_epochs", "train.batch_size",
             "train.lr_g", "train.lr_d", "train.d_steps", "decay.step_every", "metrics.every",
             "dataset.n_train", "dataset.n_val", "metrics.kid_subset_size", "metrics.grid_size",
-            "metrics.classifier_epochs", "decay.g_final_lr", "decay.d_final_lr")
-NON_NEGATIVE = ("stopping.patience", "stopping.min_delta", "stopping.warmup", "decay.g_weight_decay",
+            "metrics.classifier_epochs", "decay.g_final_lr", "decay.d_final_lr", "stopping.strip",
+            "stopping.up_strips", "stopping.gl_alpha", "stopping.pq_alpha")
+NON_NEGATIVE = ("stopping.patience", "stopping.warmup", "decay.g_weight_decay",
                 "decay.d_weight_decay", "decay.d_penalty_lambda", "metrics.n_samples",
                 "dataset.image_size", "ema.start_epoch")
 UNIT_INTERVAL = ("train.beta1", "train.beta2", "ema.decay", "dataset.val_fraction")
@@ -161,8 +173,16 @@ def _closest(word: str, options) -> str:
 
 def _coerce(path: str, value: Any, hint: Any) -> Any:
     """Turn YAML/CLI values into the field's type, or say which field is wrong."""
+    options = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else [hint]
     optional = type(None) in typing.get_args(hint)
-    base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if optional else hint
+    if len(options) > 1:  # float | str: the first type the value reads as
+        for option in options[:-1]:
+            try:
+                return _coerce(path, value, option)
+            except RecipeError:
+                pass
+    base = options[-1]
     if value is None or (optional and isinstance(value, str) and value.lower() in ("", "none", "null")):
         if optional:
             return None
@@ -309,9 +329,7 @@ def validate(recipe: Recipe) -> None:
     device = recipe.train.device
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise RecipeError(f"train.device must be auto, cpu, cuda or cuda:N, not {device!r}")
-    if recipe.stopping.warmup >= recipe.train.max_epochs:
-        raise RecipeError(f"stopping.warmup ({recipe.stopping.warmup}) must be below train.max_epochs "
-                          f"({recipe.train.max_epochs}), or the stopper can never act")
+    _validate_stopping(recipe)
     if recipe.ema.start_epoch > recipe.train.max_epochs and recipe.ema.enabled:
         raise RecipeError("ema.start_epoch is past train.max_epochs: lower it or set ema.enabled=false")
     if recipe.decay.d_penalty != "none" and recipe.decay.d_penalty_lambda == 0:
@@ -329,6 +347,26 @@ def validate(recipe: Recipe) -> None:
     from ganstop.metrics import registry
 
     registry.resolve(recipe)
+
+
+def _validate_stopping(recipe: Recipe) -> None:
+    st = recipe.stopping
+    if st.warmup >= recipe.train.max_epochs:
+        raise RecipeError(f"stopping.warmup ({st.warmup}) must be below train.max_epochs "
+                          f"({recipe.train.max_epochs}), or no epoch is ever monitored")
+    if isinstance(st.min_delta, str) and st.min_delta != "auto":
+        raise RecipeError(f"stopping.min_delta must be a number >= 0 or auto, not {st.min_delta!r}")
+    if not isinstance(st.min_delta, str) and st.min_delta < 0:
+        raise RecipeError(f"stopping.min_delta must be >= 0, not {st.min_delta!r}")
+    from ganstop.stopping import CRITERIA
+
+    for name in st.criteria:
+        if name not in CRITERIA:
+            raise RecipeError(f"unknown stopping criterion {name!r}{_closest(name, CRITERIA)}; known: {', '.join(CRITERIA)}")
+    if not st.criteria:
+        raise RecipeError(f"stopping.criteria must name at least one of {', '.join(CRITERIA)}")
+    if st.window < 3:
+        raise RecipeError(f"stopping.window must be >= 3 checks to fit a slope, not {st.window}")
 
 
 def to_yaml(recipe: Recipe) -> str:

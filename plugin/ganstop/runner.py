@@ -80,7 +80,7 @@ def summary(result: TrainResult, run_id: str, model_uri: str | None) -> str:
     best = (f"best {result.monitor} {result.best_value:.4g} at epoch {result.best_epoch}"
             if result.best_epoch is not None else f"no finite {result.monitor} was ever measured")
     model = f"model {model_uri}" if model_uri else "no model logged"
-    return (f"run {run_id}: stopped at epoch {result.stopped_epoch} ({result.stop_reason.value}); {best}; "
+    return (f"run {run_id}: stopped at epoch {result.stopped_epoch} ({result.stop_reason}); {best}; "
             f"{result.seconds:.1f} s; {model}")
 
 

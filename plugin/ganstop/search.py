@@ -229,17 +229,17 @@ class Objective:
                 self._end(run_id, "FAIL", "FAILED", mask(f"{type(exc).__name__}: {exc}"))
                 raise
         trial.set_user_attr("epochs", result.stopped_epoch)
-        trial.set_user_attr("stop_reason", result.stop_reason.value)
+        trial.set_user_attr("stop_reason", result.stop_reason)
         if result.stop_reason in (StopReason.NON_FINITE_LOSS, StopReason.NON_FINITE_METRIC):
             # Diverged settings are bad settings: PRUNED keeps the last reported value for the
             # sampler (FAIL would teach it nothing) and keeps the trial out of best-trial choice.
             self.client.set_tag(run_id, TAG_PRUNED_EPOCH, str(result.stopped_epoch))
-            self._end(run_id, "PRUNED", "FINISHED", f"diverged: {result.stop_reason.value}")
-            raise optuna.TrialPruned(f"diverged at epoch {result.stopped_epoch} ({result.stop_reason.value})")
+            self._end(run_id, "PRUNED", "FINISHED", f"diverged: {result.stop_reason}")
+            raise optuna.TrialPruned(f"diverged at epoch {result.stopped_epoch} ({result.stop_reason})")
         best = result.history[result.best_epoch - 1].get(self.metric) if result.best_epoch else None
         if best is None or not math.isfinite(best):
-            self._end(run_id, "FAIL", "FAILED", f"no finite {self.metric} was measured ({result.stop_reason.value})")
-            raise RuntimeError(f"trial {trial.number}: no finite {self.metric} ({result.stop_reason.value})")
+            self._end(run_id, "FAIL", "FAILED", f"no finite {self.metric} was measured ({result.stop_reason})")
+            raise RuntimeError(f"trial {trial.number}: no finite {self.metric} ({result.stop_reason})")
         trial.set_user_attr("best_metric", best)
         value = self.value(best, result.stopped_epoch)
         self.client.log_metric(run_id, "objective", value)

@@ -147,7 +147,7 @@ class MlflowLogger(Callback):
                        f"best_{result.monitor}": result.best_value}
         for key, value in finals.items():
             self.client.log_metric(self.run_id, key, float(value))
-        self.client.set_tag(self.run_id, TAG_STOP_REASON, result.stop_reason.value)
+        self.client.set_tag(self.run_id, TAG_STOP_REASON, result.stop_reason)
         self._log_bytes(plots.curves(result.history, result.monitor, result.best_epoch), "curves.png")
         if result.best_generator is not None:
             info = log_model(result.best_generator, self.recipe.model.z_dim, self.trainer.data.sample_shape)

@@ -20,7 +20,7 @@ from ganstop import models, schedules
 from ganstop.data import Data
 from ganstop.metrics.registry import Evaluator
 from ganstop.recipe import Recipe, RecipeError
-from ganstop.stopping import Check, EarlyStopper, StopReason
+from ganstop.stopping import Check, EarlyStopper
 
 GEN_CHUNK = 1024
 
@@ -42,7 +42,7 @@ class Callback:
 class TrainResult:
     monitor: str
     mode: str
-    stop_reason: StopReason
+    stop_reason: str  # a StopReason value; several joined by '+' when `combine: all` fired
     stopped_epoch: int
     best_epoch: int | None
     best_value: float | None
@@ -125,14 +125,8 @@ class Trainer:
         self.ema = schedules.ema(self.G, recipe.ema.decay) if recipe.ema.enabled else None
         self.G_step, self.D_step = (torch.compile(m) if tc.compile else m for m in (self.G, self.D))
 
-        sel = evaluator.selection
-        st = recipe.stopping
-        self.monitor, self.mode = sel.monitor, sel.mode
-        self.stopper = EarlyStopper(mode=sel.mode, patience=st.patience, min_delta=st.min_delta,
-                                    min_delta_mode=st.min_delta_mode, warmup=st.warmup, baseline=st.baseline,
-                                    stopping_threshold=st.stopping_threshold,
-                                    divergence_threshold=st.divergence_threshold, check_finite=st.check_finite,
-                                    cumulative_delta=st.cumulative_delta)
+        self.monitor, self.mode = evaluator.selection.monitor, evaluator.selection.mode
+        self.stopper = EarlyStopper.from_config(recipe.stopping, self.mode)
         # Resident on the GPU when it fits in a quarter of free memory (no copies per step);
         # otherwise pinned host memory, gathered into a pinned batch and copied asynchronously.
         self.fmt = fmt
@@ -272,7 +266,7 @@ class Trainer:
             torch.manual_seed(self.recipe.train.seed + 2)
             samples = self.generate(self.val_z)
             metrics = self.evaluator(samples)
-        check = self.stopper.update(self.epoch, metrics[self.monitor])
+        check = self.stopper.update(self.epoch, metrics[self.monitor], metrics.get(f"{self.monitor}_se"))
         if check.is_best:
             generator = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_generator().state_dict().items()}
             self.best_state = {"epoch": self.epoch, "value": metrics[self.monitor], "generator": generator}
@@ -303,8 +297,9 @@ class Trainer:
                 stop = check.stop
                 for cb in self.callbacks:
                     cb.on_validation_end(epoch, metrics, samples, check)
+                best = self.stopper.best
                 bar.set_postfix({self.monitor: f"{metrics[self.monitor]:.4g}",
-                                 "best": f"{self.stopper.best:.4g}@{self.stopper.best_epoch}"})
+                                 "best": "-" if best is None else f"{best:.4g}@{self.stopper.best_epoch}"})
             self.history.append({"epoch": epoch, **logs})
             if stop is None and epoch % every == 0:
                 save_atomic(self.state_dict(), self.last_path, keep_previous=True)

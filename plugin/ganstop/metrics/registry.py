@@ -24,6 +24,7 @@ class Metric:
     kind: str  # "image" | "points"
     outputs: dict[str, str]  # output name -> "min" | "max"
     builder: str  # "module:function" in ganstop.metrics, imported on use: recipe checks stay light
+    se: tuple[str, ...] = ()  # outputs it can add a standard error to, as <output>_se
 
     def build(self, ctx: "Context") -> Callable[["Batch"], dict[str, float]]:
         module, function = self.builder.split(":")
@@ -31,14 +32,15 @@ class Metric:
 
 
 REGISTRY: dict[str, Metric] = {
-    "fid": Metric("image", {"fid": "min"}, "image:fid"),
-    "kid": Metric("image", {"kid": "min", "kid_std": "min"}, "image:kid"),
+    "fid": Metric("image", {"fid": "min"}, "image:fid", se=("fid",)),
+    "kid": Metric("image", {"kid": "min", "kid_std": "min"}, "image:kid", se=("kid",)),
     "coverage": Metric("image", {"class_coverage": "max", "class_kl": "min"}, "image:coverage"),
     "inception_fid": Metric("image", {"inception_fid": "min"}, "image:inception_fid"),
-    "modes": Metric("points", {"modes": "max", "hq_ratio": "max", "mode_kl": "min"}, "mixture:modes"),
-    "swd": Metric("points", {"swd": "min"}, "mixture:swd"),
+    "modes": Metric("points", {"modes": "max", "hq_ratio": "max", "mode_kl": "min", "hq_coverage": "max"},
+                    "mixture:modes", se=("modes", "hq_ratio", "mode_kl", "hq_coverage")),
+    "swd": Metric("points", {"swd": "min"}, "mixture:swd", se=("swd",)),
 }
-DEFAULTS = {"image": (["fid", "kid", "coverage"], "fid"), "points": (["modes", "swd"], "swd")}
+DEFAULTS = {"image": (["fid", "kid", "coverage"], "fid"), "points": (["modes", "swd"], "hq_coverage")}
 
 
 @dataclass(frozen=True)
@@ -76,14 +78,20 @@ def resolve(recipe: Recipe) -> Selection:
     if monitor not in outputs:
         raise _unknown("stopping.monitor", monitor, outputs)
     mode = outputs[monitor] if recipe.stopping.mode == "auto" else recipe.stopping.mode
+    with_se = {out for name in names for out in REGISTRY[name].se}
+    if (recipe.stopping.min_delta == "auto" or recipe.stopping.min_delta_mode == "se") and monitor not in with_se:
+        raise RecipeError(f"stopping.min_delta in standard errors needs a monitor with one, and {monitor} has none; "
+                          f"use one of {', '.join(sorted(with_se))}, or a numeric min_delta")
     return Selection(names, monitor, mode)
 
 
 class Context:
-    """What metric builders share: held-out reference on the device, the cached classifier."""
+    """What metric builders share: held-out reference on the device, the cached classifier, and
+    which output gets a standard error (the monitored one: the stopper is what needs it)."""
 
-    def __init__(self, recipe: Recipe, data, device: torch.device, n_samples: int):
+    def __init__(self, recipe: Recipe, data, device: torch.device, n_samples: int, se_output: str):
         self.recipe, self.data, self.device, self.n_samples = recipe, data, device, n_samples
+        self.se_output = se_output
         self.reference = (data.val + 1) / 2 if data.kind == "image" else data.val
         self.reference = self.reference.to(device)
         self.classifier_accuracy: float | None = None
@@ -118,7 +126,7 @@ class Evaluator:
     def __init__(self, recipe: Recipe, data, device: torch.device):
         self.selection = resolve(recipe)
         self.n_samples = recipe.metrics.n_samples or len(data.val)
-        self._ctx = Context(recipe, data, device, self.n_samples)
+        self._ctx = Context(recipe, data, device, self.n_samples, self.selection.monitor)
         self.computes = {name: REGISTRY[name].build(self._ctx) for name in self.selection.names}
         self.classifier_accuracy = self._ctx.classifier_accuracy
 
