@@ -96,3 +96,20 @@ def test_objective_charges_for_compute_unless_quality_only():
     assert quality.value(0.5, 60) == 0.5
     maximize = Objective(recipe, space, "hq_ratio", "max", "p", "0", "s", client=None)
     assert maximize.value(0.9, 60) == pytest.approx(0.8)
+
+
+def test_the_sampler_has_its_own_seed_and_workers_never_share_one():
+    from ganstop.search import make_sampler
+    from ganstop.study_runner import _worker_commands
+
+    space = SearchSpace.from_recipe(rc.load(RING))
+
+    def first_trial(sampler):
+        return space.suggest(optuna.create_study(sampler=sampler).ask())
+
+    assert first_trial(make_sampler(3)) == first_trial(make_sampler(3))  # reproducible when asked for
+    assert first_trial(make_sampler(None)) != first_trial(make_sampler(None))  # else fresh per process
+    assert make_sampler(None)._constant_liar  # running trials count as bad: parallel workers spread out
+    commands = _worker_commands(["tune", "--sampler-seed", "7"], 3, 6, "s", "sqlite:///x.db", sampler_seed=7)
+    assert [c[-2:] for c in commands] == [["--sampler-seed", s] for s in ("7", "8", "9")]  # the last flag wins
+    assert not any("--sampler-seed" in c[2:] for c in _worker_commands(["tune"], 2, 2, "s", "sqlite:///x.db", None))

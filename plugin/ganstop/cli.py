@@ -132,11 +132,14 @@ def train(recipe, experiment_name, run_name, progress, resume_run) -> None:
               help="Seconds without a heartbeat before a trial counts as dead.")
 @click.option("--retry-failed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Re-run a dead worker's trial up to this many times.")
+@click.option("--sampler-seed", type=Blank(click.INT),
+              help="TPE sampler seed (default: fresh per process, so no two workers draw the same trials); "
+                   "worker i of --workers gets seed + i. Independent of the training seed (--seed).")
 @click.option("--experiment-name", type=Blank(click.STRING), help="MLflow experiment of the study run.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar over trials.")
 def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_trials, prune_warmup_epochs,
          prune_percentile, prune_patience, prune_lower, prune_upper, min_resource, reduction_factor, objective,
-         workers, heartbeat, grace, retry_failed, experiment_name, progress) -> None:
+         workers, heartbeat, grace, retry_failed, sampler_seed, experiment_name, progress) -> None:
     """Search stopping and decay parameters with Optuna; one nested MLflow run per trial."""
     from ganstop import study_runner
 
@@ -146,8 +149,8 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
     summary = study_runner.run_study(
         recipe, n_trials=n_trials or 20, timeout=timeout, storage_url=storage, study_name=study_name,
         pruner=pruner, pruner_options=pruner_options, quality_only=objective == "quality", workers=workers or 1,
-        heartbeat=heartbeat, grace=grace, retries=retry_failed, experiment_name=experiment_name,
-        progress=progress, argv=_ARGV)
+        heartbeat=heartbeat, grace=grace, retries=retry_failed, sampler_seed=sampler_seed,
+        experiment_name=experiment_name, progress=progress, argv=_ARGV)
     click.echo(study_runner.describe(summary))
 
 

@@ -104,6 +104,13 @@ def _check_distribution(recipe: Recipe, key: str, dist: Any) -> None:
             raise RecipeError(f"{where}: {exc}") from None
 
 
+def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
+    """TPE with its own seed, not the training seed: workers that share a study must not draw
+    the same trials. ``constant_liar`` makes running trials count as bad results so parallel
+    workers spread out instead of all sampling next to the current best."""
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
 def make_pruner(name: str, *, startup_trials: int = 3, warmup_steps: int = 0, percentile: float = 25.0,
                 patience: int = 2, lower: float | None = None, upper: float | None = None,
                 min_resource: int = 1, reduction_factor: int = 3, max_resource: int = 100) -> optuna.pruners.BasePruner:

@@ -29,8 +29,10 @@ def _experiment_id(name: str | None) -> str:
     return mlflow.tracking.fluent._get_experiment_id()
 
 
-def _worker_commands(argv: list[str], workers: int, n_trials: int, study_name: str, storage_url: str) -> list[list[str]]:
-    """Copies of this command, one per worker, each on its own GPU when there are enough."""
+def _worker_commands(argv: list[str], workers: int, n_trials: int, study_name: str, storage_url: str,
+                     sampler_seed: int | None) -> list[list[str]]:
+    """Copies of this command, one per worker, each on its own GPU when there are enough and
+    with its own sampler seed (seed + i; or none, which draws a fresh one per process)."""
     gpus = torch.cuda.device_count()
     commands = []
     for i in range(workers):
@@ -41,13 +43,16 @@ def _worker_commands(argv: list[str], workers: int, n_trials: int, study_name: s
                "--study-name", study_name, "--storage", storage_url, "--no-progress"]
         if gpus:
             cmd += ["--device", f"cuda:{i % gpus}"]
+        if sampler_seed is not None:
+            cmd += ["--sampler-seed", str(sampler_seed + i)]
         commands.append(cmd)
     return commands
 
 
 def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_url: str | None, study_name: str | None,
               pruner: str, pruner_options: dict, quality_only: bool, workers: int, heartbeat: int, grace: int,
-              retries: int, experiment_name: str | None, progress: bool, argv: list[str]) -> dict:
+              retries: int, sampler_seed: int | None, experiment_name: str | None, progress: bool,
+              argv: list[str]) -> dict:
     space = search.SearchSpace.from_recipe(recipe)
     selection = resolve(recipe)
     direction = "minimize" if selection.mode == "min" else "maximize"
@@ -58,7 +63,7 @@ def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_u
     check_reachable()
     storage = search.make_storage(storage_url, heartbeat, grace, retries)
     name = study_name or f"{recipe.dataset.name}-{recipe.model.family}"
-    sampler = optuna.samplers.TPESampler(seed=recipe.train.seed)
+    sampler = search.make_sampler(sampler_seed)
     experiment_id = _experiment_id(experiment_name)
 
     study, created = search.open_study(name, storage, sampler, pruner_obj, direction)
@@ -74,7 +79,7 @@ def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_u
     status = "FAILED"
     try:
         if workers > 1:
-            _run_workers(argv, workers, n_trials, name, storage_url, experiment_id)
+            _run_workers(_worker_commands(argv, workers, n_trials, name, storage_url, sampler_seed), experiment_id)
         else:
             objective = search.Objective(recipe, space, selection.monitor, selection.mode, parent, experiment_id,
                                          name, quality_only=quality_only, client=client)
@@ -92,10 +97,10 @@ def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_u
     return summary
 
 
-def _run_workers(argv: list[str], workers: int, n_trials: int, name: str, storage_url: str, experiment_id: str) -> None:
+def _run_workers(commands: list[list[str]], experiment_id: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_RUN_ID"}
     env["MLFLOW_EXPERIMENT_ID"] = experiment_id
-    procs = [subprocess.Popen(cmd, env=env) for cmd in _worker_commands(argv, workers, n_trials, name, storage_url)]
+    procs = [subprocess.Popen(cmd, env=env) for cmd in commands]
     codes = [p.wait() for p in procs]
     if any(codes):
         raise WorkersFailed(f"{sum(c != 0 for c in codes)} of {len(codes)} workers failed (exit codes {codes}); "
