@@ -132,8 +132,9 @@ def test_promotion_generation_and_plugins(remote, tmp_path, capsys):
     assert logged.data.metrics["fid"] == pytest.approx(result.metrics["fid"])
     # ... and the run-context provider, applied by MLflow to a run ganstop did not start itself
     assert logged.data.tags["ganstop.version"] and logged.data.tags["ganstop.torch_version"]
-    assert logged.data.tags["ganstop.gpu"] == ("cpu" if not __import__("torch").cuda.is_available() else
-                                               __import__("torch").cuda.get_device_name(0))
+    from ganstop.context import gpu_name
+
+    assert logged.data.tags["ganstop.gpu"] == gpu_name()
 
 
 def test_promotion_errors_register_nothing(remote, tmp_path, capsys):
@@ -155,3 +156,19 @@ def test_promotion_errors_register_nothing(remote, tmp_path, capsys):
         assert code == 2, args
         assert err.strip().count("\n") == 0 and message in err and "Traceback" not in err, (args, err)
     assert client.search_registered_models("name = 'x'") == []
+
+
+def test_the_run_context_provider_never_initialises_cuda(monkeypatch):
+    """It runs in every MLflow run on the machine; initialising CUDA there breaks later forks."""
+    import torch
+
+    from ganstop.context import GanstopRunContext
+
+    def no_init():
+        raise AssertionError("the run-context provider initialised CUDA")
+
+    monkeypatch.setattr(torch.cuda, "_lazy_init", no_init)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert GanstopRunContext().tags()["ganstop.gpu"] == "2 CUDA device(s), not initialised"

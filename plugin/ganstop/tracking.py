@@ -18,6 +18,7 @@ from mlflow.types import Schema, TensorSpec
 from mlflow.utils.async_logging.run_operations import RunOperations
 
 from ganstop import plots
+from ganstop.context import gpu_name
 from ganstop.masking import mask
 from ganstop.recipe import Recipe, RecipeError, from_dict, to_yaml
 from ganstop.stopping import Check
@@ -97,6 +98,7 @@ class MlflowLogger(Callback):
             "patience": str(st.patience), "min_delta": str(st.min_delta),
             "device": str(trainer.device), "amp": str(trainer.amp),
         }
+        self.client.set_tag(self.run_id, "ganstop.gpu", gpu_name())  # the trainer has initialised CUDA by now
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, v) for k, v in params.items() if k not in existing]  # resume: log once
         self.client.log_batch(self.run_id, params=fresh)  # the client splits it into the store's batch sizes
