@@ -1,0 +1,83 @@
+"""The CUDA paths, run for real where there is a GPU (`pytest -m gpu`); skipped elsewhere."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, cli_env, tiny
+from ganstop import recipe as rc
+from ganstop.data import load_data
+from ganstop.metrics.registry import Evaluator
+from ganstop.train import Trainer
+
+pytestmark = pytest.mark.gpu
+DIGITS = ROOT / "recipes" / "digits-dcgan.yaml"
+RING = ROOT / "recipes" / "ring8-mlp.yaml"
+
+
+def trainer(tmp_path, path, name, **overrides) -> Trainer:
+    recipe = rc.load(path, tiny(name, **{"train.device": "cuda", **overrides}))
+    data = load_data(recipe)
+    return Trainer(recipe, data, Evaluator(recipe, data, torch.device("cuda")), tmp_path / "ckpt", progress=False)
+
+
+def test_digits_train_in_bf16_channels_last_and_score_in_fp32(tmp_path):
+    t = trainer(tmp_path, DIGITS, "digits", **{"train.max_epochs": 3})
+    assert t.amp and t.channels_last and t.resident
+    result = t.fit()
+    assert all(torch.isfinite(torch.tensor(h["fid"])) for h in result.history)
+    assert t.G.project.weight.is_cuda
+    assert t.generate(t.val_z[:8]).dtype == torch.float32
+
+
+def test_a_2d_run_trains_and_samples_in_fp32(tmp_path):
+    t = trainer(tmp_path, RING, "ring8")
+    assert not t.amp  # bf16 would quantise points near radius 1 to ~0.008, the ring's std is 0.01
+    t.fit()
+    samples = t.generate(t.val_z)
+    assert samples.dtype == torch.float32
+    assert samples.unique().numel() > 0.9 * samples.numel()  # not snapped to a bf16 grid
+
+
+def test_compile(tmp_path):
+    result = trainer(tmp_path, DIGITS, "digits", **{"train.compile": True}).fit()
+    assert result.best_generator is not None
+
+
+def test_the_non_resident_data_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1, 1))  # nothing fits: pinned host data
+    t = trainer(tmp_path, DIGITS, "digits")
+    assert not t.resident and t.train_data.is_pinned()
+    assert torch.isfinite(torch.tensor(t.fit().history[-1]["fid"]))
+
+
+def test_resume_after_a_kill_on_the_gpu(tracking, tmp_path):
+    settings = ["--recipe", str(DIGITS), "--max-epochs", "6", "--device", "cuda", "--no-progress", "--set",
+                "stopping.warmup=1 metrics.classifier_epochs=3 model.width=16"]
+    env = cli_env(MLFLOW_TRACKING_URI=tracking)
+    base = [sys.executable, "-m", "ganstop", "train"]
+    victim = subprocess.Popen(base + settings + ["--run-name", "victim"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    from mlflow.tracking import MlflowClient
+
+    client, run_id, deadline = MlflowClient(), None, time.monotonic() + 300
+    while time.monotonic() < deadline:
+        runs = client.search_runs(["0"], "attributes.run_name = 'victim'") if run_id is None else None
+        run_id = run_id or (runs[0].info.run_id if runs else None)
+        if run_id and (Path(os.environ["GANSTOP_CACHE"]) / "checkpoints" / run_id / "last.pt.prev").exists():
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    resumed = subprocess.run(base + ["--resume", run_id, "--no-progress"], env=env, capture_output=True, text=True,
+                             timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # CUDA RNG states restored from CPU tensors
+    assert client.get_run(run_id).info.status == "FINISHED"
