@@ -75,15 +75,20 @@ def cli_env(**extra) -> dict[str, str]:
     return env
 
 
+def tiny_search_recipe(epochs: int, long: int, short: int = 1) -> str:
+    """A search over patience ``short`` (stops at epoch short + 1) or ``long``."""
+    return TINY_SEARCH_RECIPE % {"epochs": epochs, "long": long, "short": short}
+
+
 TINY_SEARCH_RECIPE = """
 dataset: {name: ring8, n_train: 2000, n_val: 500}
 model: {family: mlp, z_dim: 8, width: 32, depth: 2, d_norm: none}
 train: {max_epochs: %(epochs)d, batch_size: 200}
-stopping: {monitor: mode_kl, patience: 3, min_delta: 1.0, warmup: 1}
+stopping: {monitor: mode_kl, patience: 3, min_delta: 1.0, warmup: 0}
 search:
   compute_weight: 0.1
   space:
-    stopping.patience: {type: categorical, choices: [1, %(long)d]}
+    stopping.patience: {type: categorical, choices: [%(short)d, %(long)d]}
     decay.g_final_lr: {type: float, low: 0.1, high: 1.0, log: true}
     ema.decay: {type: categorical, choices: [0.9, 0.99]}
 """
@@ -93,7 +98,7 @@ search:
 def search_recipe(tmp_path) -> Path:
     """Patience 1 stops at epoch 2 (min_delta 1.0 is never met); the long one runs on."""
     path = tmp_path / "tiny-search.yaml"
-    path.write_text(TINY_SEARCH_RECIPE % {"epochs": 6, "long": 4})
+    path.write_text(tiny_search_recipe(6, 4))
     return path
 
 

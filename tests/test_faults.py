@@ -16,7 +16,7 @@ import torch
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import invoke, ROOT, TINY_SEARCH_RECIPE, cli_env, tiny
+from conftest import invoke, ROOT, cli_env, tiny, tiny_search_recipe
 from ganstop import recipe as rc
 from ganstop import runner
 from ganstop.data import load_data
@@ -79,7 +79,7 @@ def test_a_recipe_that_diverges_stops_non_finite(tracking, capsys):
 @pytest.fixture
 def diverging_recipe(tmp_path):
     path = tmp_path / "diverging.yaml"
-    text = TINY_SEARCH_RECIPE % {"epochs": 3, "long": 3}
+    text = tiny_search_recipe(3, 3)
     text = text.replace("stopping: {", "decay: {d_penalty: l2, d_penalty_lambda: 1.0e-4}\nstopping: {")
     text += "    decay.d_penalty_lambda: {type: categorical, choices: [1.0e-4, 1.0e+38]}\n"
     path.write_text(text)
@@ -238,7 +238,7 @@ def test_a_resumed_run_sends_the_epochs_the_killed_process_never_logged(tracking
 @pytest.mark.slow
 def test_ctrl_c_kills_the_trial_and_exits_non_zero(tmp_path, tracking):
     slow = tmp_path / "slow.yaml"
-    slow.write_text(TINY_SEARCH_RECIPE % {"epochs": 400, "long": 399})
+    slow.write_text(tiny_search_recipe(2000, 1999, short=1998))  # every trial is long: Ctrl-C lands mid-trial
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "ganstop", "tune", "--recipe", str(slow), "--n-trials", "3",
                              "--storage", storage, "--study-name", "ctrl-c", "--pruner", "none", "--no-progress"],

@@ -52,7 +52,7 @@ def test_mlflow_run_tune_nests_every_trial_and_prunes(search_recipe, tracking, t
     # threshold pruner from epoch 2 on: patience 1 stops itself at epoch 2, patience 4 is pruned there
     cmd = [sys.executable, "-m", "ganstop", "tune", "--recipe", str(search_recipe), "--n-trials", "4",
            "--storage", storage, "--study-name", "tiny", "--pruner", "threshold", "--prune-upper", "-1",
-           "--prune-warmup-epochs", "2", "--seed", "3", "--no-progress"]
+           "--prune-warmup-epochs", "2", "--sampler-seed", "3", "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best trial" in proc.stdout
@@ -137,10 +137,10 @@ def test_three_workers_share_one_study_and_one_parent(search_recipe, pg_tracking
 
 
 def test_killed_worker_trial_fails_and_a_new_worker_continues(tmp_path, pg_tracking, study_storage):
-    from conftest import TINY_SEARCH_RECIPE
+    from conftest import tiny_search_recipe
 
     slow = tmp_path / "slow.yaml"
-    slow.write_text(TINY_SEARCH_RECIPE % {"epochs": 400, "long": 399})
+    slow.write_text(tiny_search_recipe(2000, 1999, short=1998))  # whatever the sampler draws, a trial is long
     env = cli_env(MLFLOW_TRACKING_URI=pg_tracking)
     victim = subprocess.Popen(tune_cmd(slow, study_storage, 1, "--heartbeat", "1", "--grace", "3", "--seed", "2"),
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -154,11 +154,12 @@ def test_killed_worker_trial_fails_and_a_new_worker_continues(tmp_path, pg_track
         except KeyError:
             pass  # the study is not created yet
     assert running, "the worker never started a trial"
-    time.sleep(2)  # mid-training
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
     killed_run = running[0].user_attrs["mlflow_run_id"]
     client = MlflowClient()
+    while time.monotonic() < deadline and "d_loss" not in client.get_run(killed_run).data.metrics:
+        time.sleep(0.2)  # mid-training: its first epochs are logged, and ~2000 more are to come
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
     assert client.get_run(killed_run).info.status == "RUNNING"
 
     time.sleep(4)  # past the grace period
