@@ -235,6 +235,38 @@ def test_a_resumed_run_sends_the_epochs_the_killed_process_never_logged(tracking
     assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.parametrize("every", [1, 2])
+def test_a_resumed_run_does_not_send_again_the_epochs_it_trains_again(tracking, every):
+    """Killed after epoch 3 was logged: with metrics.every=2 the newest checkpoint is epoch 2, and
+    with a torn last.pt the fallback is the one before; epoch 3 is trained again either way."""
+    from ganstop.tracking import MlflowLogger
+
+    class Killed(Exception):
+        pass
+
+    class DiesAfterSending(MlflowLogger):
+        def on_epoch_end(self, epoch, logs):
+            super().on_epoch_end(epoch, logs)
+            if epoch == 3:
+                self.flush()
+                raise Killed
+
+    recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 5, "stopping.patience": 100, "metrics.every": every}))
+    prepared = runner.prepare(recipe)
+    with mlflow.start_run() as run:
+        folder = runner.checkpoint_dir(run.info.run_id)
+        trainer = Trainer(recipe, prepared.data, prepared.evaluator, folder,
+                          [DiesAfterSending(run.info.run_id, recipe)], progress=False)
+        with pytest.raises(Killed):
+            trainer.fit()
+        if every == 1:
+            (folder / "last.pt").write_bytes(b"torn")  # falls back to last.pt.prev, epoch 2
+        result, _ = runner.train_in_run(prepared, run.info.run_id, progress=False)
+    assert result.stopped_epoch == 5
+    history = MlflowClient().get_metric_history(run.info.run_id, "d_loss")
+    assert sorted(m.step for m in history) == [1, 2, 3, 4, 5]
+
+
 @pytest.mark.slow
 def test_ctrl_c_kills_the_trial_and_exits_non_zero(tmp_path, tracking):
     slow = tmp_path / "slow.yaml"

@@ -89,6 +89,7 @@ class MlflowLogger(Callback):
         self.trainer: Trainer | None = None
         self.model_uri: str | None = None
         self._in_flight: RunOperations | None = None
+        self._sent_before: set[int] = set()  # epochs a killed process logged already
 
     def on_train_start(self, trainer: Trainer) -> None:
         self.trainer = trainer
@@ -108,13 +109,16 @@ class MlflowLogger(Callback):
         self._send_unlogged_epochs(trainer.history)
 
     def _send_unlogged_epochs(self, history: list[dict[str, float]]) -> None:
-        """On resume: a kill can land after an epoch's checkpoint but before its metrics reached
-        MLflow; the checkpoint's history has them, so the curves come out whole."""
+        """On resume, make every epoch appear once. A kill can land after an epoch's checkpoint
+        but before its metrics reached MLflow: the checkpoint's history has them. It can also
+        land after epochs that the resumed run trains again (the checkpoint is older than the
+        last logged epoch with ``metrics.every > 1`` or after a fall back to ``last.pt.prev``):
+        those were sent already, and are not sent twice."""
         if not history:
             return
-        logged = {m.step for m in self.client.get_metric_history(self.run_id, "epoch_seconds")}
+        self._sent_before = {m.step for m in self.client.get_metric_history(self.run_id, "epoch_seconds")}
         now = int(1000 * time.time())
-        metrics = [m for h in history if h["epoch"] not in logged for m in _epoch_metrics(h["epoch"], h, now)]
+        metrics = [m for h in history if h["epoch"] not in self._sent_before for m in _epoch_metrics(h["epoch"], h, now)]
         self.client.log_batch(self.run_id, metrics=metrics)
 
     def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor, check: Check) -> None:
@@ -132,6 +136,8 @@ class MlflowLogger(Callback):
         """Sent in the background while the next epoch trains; waiting for the previous epoch's
         batch first keeps one in flight, so a lost server still stops the run an epoch later."""
         self.flush()
+        if epoch in self._sent_before:
+            return
         metrics = _epoch_metrics(epoch, logs, int(1000 * time.time()))
         self._in_flight = self.client.log_batch(self.run_id, metrics=metrics, synchronous=False)
 
