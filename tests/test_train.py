@@ -200,3 +200,18 @@ def test_a_nan_at_the_first_check_stops_or_runs_on_without_crashing(tmp_path, ch
     expected = (StopReason.NON_FINITE_METRIC, 1) if check_finite else (StopReason.MAX_EPOCHS, 3)
     assert (result.stop_reason, result.stopped_epoch) == expected
     assert result.best_epoch is None and result.best_generator is None
+
+
+def test_r1_penalty_is_the_squared_gradient_norm_on_real_data(tmp_path):
+    from ganstop.train import _r1_penalty
+
+    linear = torch.nn.Linear(2, 1)
+    real = torch.randn(16, 2, requires_grad=True)
+    penalty = _r1_penalty(linear(real).squeeze(1), real)
+    assert penalty.item() == pytest.approx(linear.weight.square().sum().item())  # grad of w.x is w, for each x
+    penalty.backward()  # create_graph: the penalty trains D
+    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
+    one = {"train.max_epochs": 1, "stopping.warmup": 0}
+    plain = make_trainer(tmp_path / "a", one).fit().history[0]["d_loss"]
+    with_r1 = make_trainer(tmp_path / "b", {**one, "train.r1_gamma": 10.0}).fit().history[0]["d_loss"]
+    assert math.isfinite(with_r1) and with_r1 > plain  # same seed, same data: the penalty is on top

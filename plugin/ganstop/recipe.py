@@ -53,6 +53,7 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     loss: str = "nonsaturating"  # nonsaturating | hinge
+    r1_gamma: float = 0.0  # R1 penalty gamma/2 * E||grad D(real)||^2 on the discriminator; 0 is off
     d_steps: int = 1  # discriminator updates per generator update
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -160,7 +161,7 @@ POSITIVE = ("model.z_dim", "model.width", "model.depth", "train.max_epochs", "tr
             "dataset.n_train", "dataset.n_val", "metrics.kid_subset_size", "metrics.grid_size",
             "metrics.classifier_epochs", "decay.g_final_lr", "decay.d_final_lr", "stopping.strip",
             "stopping.up_strips", "stopping.gl_alpha", "stopping.pq_alpha")
-NON_NEGATIVE = ("stopping.patience", "stopping.warmup", "decay.g_weight_decay",
+NON_NEGATIVE = ("stopping.patience", "stopping.warmup", "train.r1_gamma", "decay.g_weight_decay",
                 "decay.d_weight_decay", "decay.d_penalty_lambda", "metrics.n_samples",
                 "dataset.image_size", "ema.start_epoch")
 UNIT_INTERVAL = ("train.beta1", "train.beta2", "ema.decay", "dataset.val_fraction")
