@@ -142,6 +142,55 @@ def test_unreachable_tracking_server_fails_fast_in_one_line(command, tmp_path, m
     assert not (tmp_path / "optuna.db").exists()  # nothing created before the check
 
 
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    """A real `mlflow server --app-name basic-auth` (mlflow[auth]) with admin / the password below."""
+    root = tmp_path_factory.mktemp("auth-server")
+    config = root / "auth.ini"
+    config.write_text("[mlflow]\ndefault_permission = READ\n"
+                      f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
+                      "admin_password = s3cret-Pass1\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    port = closed_port()
+    env = cli_env(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY="test-only")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
+                             "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the basic-auth mlflow server did not come up")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("password, code", [("s3cret-Pass1", 0), ("wrong-Pass1", 2)], ids=["right", "wrong"])
+def test_an_authenticated_tracking_server_is_probed_with_mlflows_credentials(auth_server, tmp_path, password, code):
+    env = cli_env(MLFLOW_TRACKING_URI=auth_server, MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=password)
+    proc = subprocess.run([sys.executable, "-m", "ganstop", "train", "--recipe", str(RING), "--max-epochs", "2",
+                           "--no-progress", "--set", "dataset.n_train=2000 dataset.n_val=500 train.batch_size=200 "
+                           "model.width=32 stopping.warmup=0"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    if code:
+        assert proc.stderr.count("\n") == 1 and "refused the credentials (HTTP 401)" in proc.stderr
+        assert password not in proc.stderr
+    else:
+        assert "stopped at epoch 2" in proc.stdout
+
+
 def test_storage_password_never_reaches_mlflow(search_recipe, tracking, postgres_url, capsys):
     secret_url = postgres_url.replace("postgres@", "postgres:hunter2@")  # trust auth ignores it
     code, out, err = invoke(["tune", "--recipe", str(search_recipe), "--n-trials", "2", "--storage", secret_url,

@@ -213,19 +213,12 @@ def reap(run_id: str, timeout: float = 60.0) -> None:
     client.delete_run(run_id)
 
 
-HTTP_DEFAULTS = {  # MLflow's defaults retry for minutes; a dead server should cost seconds
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 _ARGV: list[str] = []  # this command line, for `tune --workers` to start copies of itself
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: click's errors and ours become one line, never a traceback."""
     _ARGV[:] = sys.argv[1:] if argv is None else argv
-    for name, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)
     try:
         cli.main(args=argv, prog_name="ganstop", standalone_mode=False)
     except (click.ClickException, RecipeError) as exc:

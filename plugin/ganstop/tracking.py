@@ -29,17 +29,26 @@ TAG_MODEL_URI = "ganstop.model_uri"
 
 
 def check_reachable(timeout: float = 5.0) -> None:
-    """Fail in seconds, before any training, when the tracking store cannot be reached."""
+    """Fail in seconds, before any training, when the tracking store cannot be reached.
+
+    A server is asked through MLflow's own HTTP layer, so its credentials (token, basic auth,
+    auth plugins) and TLS settings apply exactly as they will for the run; only this probe is
+    cut to one try of ``timeout`` seconds, while the run keeps MLflow's retry policy.
+    """
     uri = mlflow.get_tracking_uri()
     try:
         if uri.startswith(("http://", "https://")):
-            import requests
+            from mlflow.tracking._tracking_service.utils import get_default_host_creds
+            from mlflow.utils.rest_utils import http_request
 
-            reply = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/get-by-name",
-                                 params={"experiment_name": "Default"}, timeout=timeout)
-            if reply.status_code in (401, 403) or reply.status_code >= 500:
-                raise RecipeError(f"the MLflow tracking server {mask(uri)} refused the request "
-                                  f"(HTTP {reply.status_code}); check its credentials (MLFLOW_TRACKING_TOKEN/USERNAME)")
+            reply = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "POST",
+                                 max_retries=0, timeout=timeout, raise_on_status=False, json={"max_results": 1})
+            if reply.status_code in (401, 403):
+                raise RecipeError(f"the MLflow tracking server {mask(uri)} refused the credentials (HTTP "
+                                  f"{reply.status_code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
+                                  "or MLFLOW_TRACKING_TOKEN")
+            if reply.status_code >= 500:
+                raise RecipeError(f"the MLflow tracking server {mask(uri)} failed the request (HTTP {reply.status_code})")
         elif uri.startswith(("postgresql", "mysql", "mssql")):
             import sqlalchemy
 
@@ -49,7 +58,7 @@ def check_reachable(timeout: float = 5.0) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - requests/SQLAlchemy raise many kinds; one line is what helps
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Connection refused" in reason or "ConnectTimeout" in type(exc).__name__ or "Max retries" in reason:
+        if any(s in reason for s in ("Connection refused", "Max retries", "timed out", "ConnectTimeout")):
             reason = "connection refused or timed out"
         raise RecipeError(f"cannot reach the MLflow tracking store {mask(uri)}: {mask(reason)[:200]}; "
                           "start it or set MLFLOW_TRACKING_URI") from None
