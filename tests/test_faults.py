@@ -142,6 +142,36 @@ def test_unreachable_tracking_server_fails_fast_in_one_line(command, tmp_path, m
     assert not (tmp_path / "optuna.db").exists()  # nothing created before the check
 
 
+STARTS_TOGETHER = """
+import os, sys, time
+from ganstop.tracking import check_reachable
+from mlflow.tracking import MlflowClient
+open(sys.argv[2] + ".ready", "w").close()
+while not os.path.exists(sys.argv[1]):  # every process is imported and waiting: then all go at once
+    time.sleep(0.01)
+check_reachable()
+MlflowClient().create_experiment(os.path.basename(sys.argv[2]))
+"""
+
+
+def test_commands_started_together_on_a_fresh_sqlite_store_all_work(tmp_path):
+    """Without the lock, 3 of 4 died in MLflow's schema migration ("table ... already exists")."""
+    go = tmp_path / "go"
+    env = cli_env(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}")
+    names = [tmp_path / f"e{i}" for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", STARTS_TOGETHER, str(go), str(name)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for name in names]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not all(Path(f"{n}.ready").exists() for n in names):
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-500:] for p in procs if p.poll() is not None]
+        time.sleep(0.05)
+    go.touch()
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [e[-500:] for e in errors]
+    assert sorted(e.name for e in MlflowClient(env["MLFLOW_TRACKING_URI"]).search_experiments()) == [
+        "Default", "e0", "e1", "e2", "e3"]
+
+
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     """A real `mlflow server --app-name basic-auth` (mlflow[auth]) with admin / the password below."""

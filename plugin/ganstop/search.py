@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from ganstop import recipe as rc
-from ganstop import runner
+from ganstop import runner, sqlite_schema
 from ganstop.masking import mask
 from ganstop.metrics.registry import resolve
 from ganstop.recipe import Recipe, RecipeError
@@ -163,8 +163,10 @@ def make_storage(url: str | None, heartbeat_interval: int, grace_period: int, re
     try:
         for attempt in range(5):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                                                  grace_period=grace_period, heartbeat_stale_trial_callback=on_stale)
+                with sqlite_schema.creating(url):
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                      heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                                                      heartbeat_stale_trial_callback=on_stale)
             except sqlalchemy.exc.IntegrityError:
                 if attempt == 4:
                     raise

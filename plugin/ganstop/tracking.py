@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 from mlflow.utils.async_logging.run_operations import RunOperations
 
-from ganstop import plots
+from ganstop import plots, sqlite_schema
 from ganstop.context import gpu_name
 from ganstop.masking import mask
 from ganstop.recipe import Recipe, RecipeError, from_dict, to_yaml
@@ -49,6 +49,9 @@ def check_reachable(timeout: float = 5.0) -> None:
                                   "or MLFLOW_TRACKING_TOKEN")
             if reply.status_code >= 500:
                 raise RecipeError(f"the MLflow tracking server {mask(uri)} failed the request (HTTP {reply.status_code})")
+        elif uri.startswith("sqlite"):
+            with sqlite_schema.creating(uri):  # two commands on a fresh file must not both migrate it
+                MlflowClient().search_experiments(max_results=1)
         elif uri.startswith(("postgresql", "mysql", "mssql")):
             import sqlalchemy
 
