@@ -180,3 +180,18 @@ def test_fid_kid_and_coverage_share_one_classifier_pass(digits_evaluator):
         handle.remove()
     assert {"fid", "kid", "class_coverage", "fid_se"} <= out.keys() and "kid_se" not in out  # the monitor's only
     assert sum(calls) == len(data.val)  # every sample through the classifier once, not once per metric
+
+
+def test_the_classifier_does_not_depend_on_what_ran_before(tmp_path):
+    from ganstop.metrics.classifier import load_or_train
+
+    data = load_data(rc.load(None))
+    images, labels = (data.train[:256] + 1) / 2, data.train_labels[:256]
+    trained = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)  # whatever the process did before
+        before = torch.get_rng_state()
+        model, _ = load_or_train(images, labels, images, labels, 10, 1, tmp_path / str(seed), torch.device("cpu"))
+        assert torch.equal(torch.get_rng_state(), before)  # nor does it move the caller's RNG
+        trained.append(model.state_dict())
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])

@@ -123,7 +123,7 @@ def test_promotion_generation_and_plugins(remote, tmp_path, capsys):
 
     recipe = rc.load(None, [("metrics.classifier_epochs", 3), ("stopping.warmup", 0)])
     data = load_data(recipe)
-    reference = ((data.val + 1) / 2).reshape(len(data.val), -1).numpy()
+    reference = ((data.test + 1) / 2).reshape(len(data.test), -1).numpy()  # what promotion scored on
     with mlflow.start_run() as run:
         result = mlflow.models.evaluate(f"models:/{NAME}@champion", reference, model_type="gan",
                                         evaluators=["gan"], evaluator_config={"gan": {"recipe": recipe.to_dict()}})
@@ -172,3 +172,23 @@ def test_the_run_context_provider_never_initialises_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert GanstopRunContext().tags()["ganstop.gpu"] == "2 CUDA device(s), not initialised"
+
+
+def test_concurrent_promotions_register_once_and_the_better_model_wins(remote, capsys):
+    """Two `promote` commands at once, three times over the same two runs: without the lock both
+    saw no champion, and both registered the same run."""
+    client = MlflowClient()
+    worse, better = (train(e, capsys) for e in (1, 5))
+    name = "raced"
+    env = cli_env(MLFLOW_TRACKING_URI=remote)
+    for runs in ([worse, better], [better, worse], [better, better]):
+        procs = [subprocess.Popen([sys.executable, "-m", "ganstop", "promote", "--model-name", name, "--run-id", run],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for run in runs]
+        errors = [p.communicate(timeout=600)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
+    versions = client.search_model_versions(f"name = '{name}'")
+    assert sorted(v.tags["ganstop.source_run"] for v in versions) == sorted([worse, better])  # once per run
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.tags["ganstop.source_run"] == better and champion.tags["ganstop.split"] == "test"
+    assert client.get_registered_model(name).tags["ganstop.metric"] == "fid"
+    assert not [m for m in client.search_registered_models() if m.name.endswith(".promotion-lock")]

@@ -215,3 +215,24 @@ def test_r1_penalty_is_the_squared_gradient_norm_on_real_data(tmp_path):
     plain = make_trainer(tmp_path / "a", one).fit().history[0]["d_loss"]
     with_r1 = make_trainer(tmp_path / "b", {**one, "train.r1_gamma": 10.0}).fit().history[0]["d_loss"]
     assert math.isfinite(with_r1) and with_r1 > plain  # same seed, same data: the penalty is on top
+
+
+def test_the_test_split_is_disjoint_and_scores_only_the_final_generator(tmp_path):
+    from ganstop.data import _split
+
+    index = torch.arange(100).float().view(100, 1, 1, 1)
+    data = _split(index, torch.arange(100) % 2, 0.2, 0.1, seed=0)
+    train, val, test = ({int(v) for v in part.flatten()} for part in (data.train, data.val, data.test))
+    assert (len(train), len(val), len(test)) == (70, 20, 10) and train | val | test == set(range(100))
+
+    recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 3}))
+    ring = load_data(recipe)
+    test_evaluator = Evaluator(recipe, ring.test_split(), torch.device("cpu"))
+    assert not torch.equal(test_evaluator._ctx.reference, Evaluator(recipe, ring, torch.device("cpu"))._ctx.reference)
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 3})
+    trainer.test_evaluator = test_evaluator
+    result = trainer.fit()
+    assert set(result.test_metrics) >= {"modes", "hq_ratio", "swd", trainer.monitor}
+    assert trainer._test_scores(result.best_generator) == result.test_metrics  # seeded: reproducible
+    assert result.test_metrics[trainer.monitor] != result.best_value  # other reference, other latents
+    assert not any(k.startswith("test_") for h in result.history for k in h)  # the curves are validation only

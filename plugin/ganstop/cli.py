@@ -162,12 +162,15 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
 @click.option("--n-samples", type=Blank(click.IntRange(min=2)), help="Samples per model (default: held-out size).")
 @click.option("--seed", type=Blank(click.INT), default="0", show_default=True, help="Latent seed, shared by both models.")
 @click.option("--dry-run", is_flag=True, help="Print the decision, change nothing.")
-def promote(model_name, study_name, storage, run_id, n_samples, seed, dry_run) -> None:
-    """Register a generator; make it @champion only if it beats the current one."""
+@click.option("--metric", type=Blank(click.STRING),
+              help="Compare on this metric (default: the one the model was promoted on before, else fid for "
+                   "images and hq_coverage for 2D).")
+def promote(model_name, study_name, storage, run_id, n_samples, seed, dry_run, metric) -> None:
+    """Register a generator; make it @champion only if it beats the current one on the test split."""
     from ganstop import promote as promote_mod
 
     decision = promote_mod.promote(model_name, run_id=run_id, study_name=study_name, storage=storage,
-                                   dry_run=dry_run, n_samples=n_samples, seed=seed or 0)
+                                   dry_run=dry_run, n_samples=n_samples, seed=seed or 0, metric=metric)
     click.echo(decision.describe(dry_run))
 
 

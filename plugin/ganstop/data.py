@@ -1,4 +1,6 @@
-"""Datasets as tensors: training split plus a held-out split for the quality metrics.
+"""Datasets as tensors: a training split, a validation split that stopping, best-epoch
+selection and the search see, and a test split that only the final and promotion scores see
+(one split doing all of it makes every reported score optimistic).
 
 Everything fits in memory (the bundled digits, 2D mixtures, MNIST/CIFAR-10, a modest image
 folder), so the train loop can slice batches from one tensor, resident on the GPU when
@@ -7,6 +9,7 @@ there is one, instead of paying a DataLoader per step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ class Data:
     val: torch.Tensor
     train_labels: torch.Tensor | None = None
     val_labels: torch.Tensor | None = None
+    test: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
     n_classes: int = 0
     means: torch.Tensor | None = None  # mixture component means (points only)
     std: float = 0.0  # mixture component std (points only)
@@ -32,6 +37,10 @@ class Data:
     @property
     def sample_shape(self) -> tuple[int, ...]:
         return tuple(self.train.shape[1:])
+
+    def test_split(self) -> "Data":
+        """The same data with the test split as the held-out reference the metrics score against."""
+        return dataclasses.replace(self, val=self.test, val_labels=self.test_labels)
 
 
 def mixture_means(name: str) -> tuple[torch.Tensor, float]:
@@ -54,11 +63,12 @@ def sample_mixture(means: torch.Tensor, std: float, n: int, generator: torch.Gen
     return means[component] + std * torch.randn(n, 2, generator=generator)
 
 
-def _split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int) -> Data:
+def _split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int) -> Data:
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(round(len(images) * val_fraction)))
-    val, train = order[:n_val], order[n_val:]
-    return Data("image", images[train], images[val], labels[train], labels[val], int(labels.max()) + 1)
+    n_val, n_test = (max(1, int(round(len(images) * f))) for f in (val_fraction, test_fraction))
+    val, test, train = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
+    return Data("image", images[train], images[val], labels[train], labels[val], images[test], labels[test],
+                int(labels.max()) + 1)
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -110,12 +120,13 @@ def load_data(recipe: Recipe) -> Data:
         gen = torch.Generator().manual_seed(cfg.seed)
         train = sample_mixture(means, std, cfg.n_train, gen)
         val = sample_mixture(means, std, cfg.n_val, gen)
-        return Data("points", train, val, means=means, std=std)
+        test = sample_mixture(means, std, cfg.n_test, gen)
+        return Data("points", train, val, test=test, means=means, std=std)
     images, labels = _digits() if cfg.name == "digits" else _torchvision(cfg.name, cfg.root)
     size = cfg.image_size
     if recipe.model.family == "dcgan" and not size and images.shape[-1] & (images.shape[-1] - 1):
         size = 1 << math.ceil(math.log2(images.shape[-1]))  # dcgan needs powers of two: 28 -> 32
-    data = _split(_resize(images, size), labels, cfg.val_fraction, cfg.seed)
+    data = _split(_resize(images, size), labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if data.n_classes < 2:
         raise RecipeError(f"dataset {cfg.name} needs at least 2 classes (sub-folders) for the feature classifier")
     return data

@@ -1,9 +1,12 @@
 """Registry promotion with aliases: a candidate becomes ``@champion`` only if it wins a fair
-re-evaluation against the current champion (same held-out data, metric, sample count and
-latents); otherwise it becomes ``@challenger``. Stages are not used (deprecated in MLflow)."""
+re-evaluation against the current champion (the test split no selection has seen, one metric
+per registered model, the same sample count and latents); otherwise it becomes
+``@challenger``. Stages are not used (deprecated in MLflow)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass
 
 import mlflow
@@ -14,13 +17,14 @@ from mlflow.tracking import MlflowClient
 from ganstop.data import load_data
 from ganstop.evaluator import score
 from ganstop.masking import mask
-from ganstop.metrics.registry import resolve
+from ganstop.metrics.registry import REGISTRY, headline, resolve
 from ganstop.recipe import RecipeError
 from ganstop.search import DEFAULT_STORAGE, RUN_ATTR, TAG_STUDY
 from ganstop.tracking import TAG_MODEL_URI, check_reachable, logged_recipe
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-TAG_SOURCE_RUN = "ganstop.source_run"
+TAG_SOURCE_RUN, TAG_METRIC = "ganstop.source_run", "ganstop.metric"
+LOCK_SUFFIX = ".promotion-lock"
 
 
 @dataclass
@@ -74,7 +78,7 @@ def _better(a: float, b: float, mode: str) -> bool:
 
 
 def promote(model_name: str, run_id: str | None = None, study_name: str | None = None, storage: str | None = None,
-            dry_run: bool = False, n_samples: int | None = None, seed: int = 0) -> Decision:
+            dry_run: bool = False, n_samples: int | None = None, seed: int = 0, metric: str | None = None) -> Decision:
     if bool(run_id) == bool(study_name):
         raise RecipeError("promote needs exactly one of --run-id or --study-name")
     check_reachable()
@@ -82,11 +86,30 @@ def promote(model_name: str, run_id: str | None = None, study_name: str | None =
     run_id = run_id or _best_trial_run(study_name, storage)
     run = _candidate(client, run_id)
     recipe = logged_recipe(run_id)
-    data = load_data(recipe)
-    selection = resolve(recipe)
-    metric, mode = selection.monitor, selection.mode
+    metric, mode = _metric(client, model_name, recipe, metric)
+    data = load_data(recipe).test_split()  # no stopper, search or best-epoch choice has seen it
+    if dry_run:
+        return _decide(client, model_name, run, recipe, data, metric, mode, n_samples, seed, study_name)
+    with _promotion_lock(client, model_name):  # read the champion, register, move the alias: one at a time
+        decision = _decide(client, model_name, run, recipe, data, metric, mode, n_samples, seed, study_name)
+        existing = _version_of_run(client, model_name, run_id) or mlflow.register_model(
+            run.data.tags[TAG_MODEL_URI], model_name, tags={TAG_SOURCE_RUN: run_id})
+        decision.version = existing.version
+        client.set_registered_model_tag(model_name, TAG_METRIC, metric)
+        tags = {TAG_METRIC: metric, "ganstop.mode": mode, "ganstop.candidate_score": decision.candidate_score,
+                "ganstop.champion_score": "none" if decision.champion_score is None else decision.champion_score,
+                "ganstop.champion_version": decision.champion_version or "none", TAG_SOURCE_RUN: run_id,
+                "ganstop.study": decision.study or "none", "ganstop.decision": decision.alias, "ganstop.split": "test"}
+        for key, value in tags.items():
+            client.set_model_version_tag(model_name, existing.version, key, str(value))
+        client.set_registered_model_alias(model_name, decision.alias, existing.version)
+    return decision
 
-    existing = _version_of_run(client, model_name, run_id)
+
+def _decide(client: MlflowClient, model_name: str, run, recipe, data, metric: str, mode: str, n_samples: int | None,
+            seed: int, study_name: str | None) -> Decision:
+    """Candidate and champion re-scored on the test split with the same metric, samples and latents."""
+    existing = _version_of_run(client, model_name, run.info.run_id)
     champion = _alias(client, model_name, CHAMPION)
     candidate_score = score(mlflow.pyfunc.load_model(run.data.tags[TAG_MODEL_URI]), recipe, data, n_samples, seed)[metric]
     champion_score = None
@@ -94,24 +117,52 @@ def promote(model_name: str, run_id: str | None = None, study_name: str | None =
         champion_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}")
         champion_score = score(champion_model, recipe, data, n_samples, seed)[metric]
     wins = champion is None or champion_score is None or _better(candidate_score, champion_score, mode)
-    decision = Decision(model_name, run_id, metric, mode, candidate_score, champion_score,
-                        champion.version if champion else None, CHAMPION if wins else CHALLENGER,
-                        existing.version if existing else None, study_name or run.data.tags.get(TAG_STUDY))
-    if dry_run:
-        return decision
+    return Decision(model_name, run.info.run_id, metric, mode, candidate_score, champion_score,
+                    champion.version if champion else None, CHAMPION if wins else CHALLENGER,
+                    existing.version if existing else None, study_name or run.data.tags.get(TAG_STUDY))
 
-    if existing is None:
-        existing = mlflow.register_model(run.data.tags[TAG_MODEL_URI], model_name,
-                                         tags={TAG_SOURCE_RUN: run_id})
-    decision.version = existing.version
-    tags = {"ganstop.metric": metric, "ganstop.mode": mode, "ganstop.candidate_score": candidate_score,
-            "ganstop.champion_score": "none" if champion_score is None else champion_score,
-            "ganstop.champion_version": decision.champion_version or "none", TAG_SOURCE_RUN: run_id,
-            "ganstop.study": decision.study or "none", "ganstop.decision": decision.alias}
-    for key, value in tags.items():
-        client.set_model_version_tag(model_name, existing.version, key, str(value))
-    client.set_registered_model_alias(model_name, decision.alias, existing.version)
-    return decision
+
+def _metric(client: MlflowClient, model_name: str, recipe, metric: str | None) -> tuple[str, str]:
+    """``--metric``; else the metric this registered model was promoted on before; else the data
+    set's headline metric. Never the trial's own monitor, which a search may have varied."""
+    if metric is None:
+        try:
+            metric = client.get_registered_model(model_name).tags.get(TAG_METRIC)
+        except MlflowException:
+            metric = None  # no such model yet
+    if metric is None:
+        return headline(recipe)
+    selected = resolve(recipe).names
+    outputs = {out: mode for name in selected for out, mode in REGISTRY[name].outputs.items()}
+    if metric not in outputs:
+        raise RecipeError(f"--metric {metric!r} is not computed for this model's data; use one of {', '.join(outputs)}")
+    return metric, outputs[metric]
+
+
+@contextlib.contextmanager
+def _promotion_lock(client: MlflowClient, model_name: str, wait: float = 600.0, stale: float = 900.0):
+    """A registry-wide mutex: creating a registered model is an atomic insert in every MLflow
+    store, so the process that creates ``<name>.promotion-lock`` holds it until it deletes it.
+    Without it, two promotions could both see no champion, or register the same run twice."""
+    lock, deadline = f"{model_name}{LOCK_SUFFIX}", time.monotonic() + wait
+    while True:
+        try:
+            client.create_registered_model(lock, description="held by a running `ganstop promote`")
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with contextlib.suppress(MlflowException):  # it may be gone already
+            if time.time() - client.get_registered_model(lock).creation_timestamp / 1000 > stale:
+                client.delete_registered_model(lock)  # its holder died mid-promotion
+                continue
+        if time.monotonic() > deadline:
+            raise RecipeError(f"another promotion of {model_name} has held {lock} for over {wait:.0f} s")
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        client.delete_registered_model(lock)
 
 
 def _alias(client: MlflowClient, name: str, alias: str):

@@ -30,8 +30,10 @@ class DatasetConfig:
     root: str = ""  # data folder for mnist / cifar10 / imagefolder
     image_size: int = 0  # 0 keeps the dataset's own size; else resize (power of two for dcgan)
     n_train: int = 100_000  # points drawn for the 2D mixtures
-    val_fraction: float = 0.2  # held out for validation metrics (images)
-    n_val: int = 2_500  # held-out points for the 2D mixtures
+    val_fraction: float = 0.2  # validation (images): what stopping, best-epoch selection and the search see
+    test_fraction: float = 0.1  # test (images): final and promotion scores only; nothing selects on it
+    n_val: int = 2_500  # validation points for the 2D mixtures
+    n_test: int = 2_500  # test points for the 2D mixtures
     seed: int = 0  # split and mixture sampling; independent of the training seed
 
 
@@ -158,13 +160,13 @@ CHOICES = {
 }
 POSITIVE = ("model.z_dim", "model.width", "model.depth", "train.max_epochs", "train.batch_size",
             "train.lr_g", "train.lr_d", "train.d_steps", "decay.step_every", "metrics.every",
-            "dataset.n_train", "dataset.n_val", "metrics.kid_subset_size", "metrics.grid_size",
+            "dataset.n_train", "dataset.n_val", "dataset.n_test", "metrics.kid_subset_size", "metrics.grid_size",
             "metrics.classifier_epochs", "decay.g_final_lr", "decay.d_final_lr", "stopping.strip",
             "stopping.up_strips", "stopping.gl_alpha", "stopping.pq_alpha")
 NON_NEGATIVE = ("stopping.patience", "stopping.warmup", "train.r1_gamma", "decay.g_weight_decay",
                 "decay.d_weight_decay", "decay.d_penalty_lambda", "metrics.n_samples",
                 "dataset.image_size", "ema.start_epoch")
-UNIT_INTERVAL = ("train.beta1", "train.beta2", "ema.decay", "dataset.val_fraction")
+UNIT_INTERVAL = ("train.beta1", "train.beta2", "ema.decay", "dataset.val_fraction", "dataset.test_fraction")
 
 
 def _closest(word: str, options) -> str:
@@ -335,6 +337,10 @@ def validate(recipe: Recipe) -> None:
         raise RecipeError("ema.start_epoch is past train.max_epochs: lower it or set ema.enabled=false")
     if recipe.decay.d_penalty != "none" and recipe.decay.d_penalty_lambda == 0:
         raise RecipeError(f"decay.d_penalty={recipe.decay.d_penalty} needs decay.d_penalty_lambda > 0")
+    held_out = recipe.dataset.val_fraction + recipe.dataset.test_fraction
+    if recipe.dataset.val_fraction <= 0 or recipe.dataset.test_fraction <= 0 or held_out > 0.8:
+        raise RecipeError(f"dataset.val_fraction and dataset.test_fraction must both be > 0 and leave at least 20% "
+                          f"to train on, not {recipe.dataset.val_fraction} + {recipe.dataset.test_fraction}")
     is_points = recipe.dataset.name in ("ring8", "grid25")
     if is_points and recipe.model.family != "mlp":
         raise RecipeError(f"dataset {recipe.dataset.name} is 2D points: set model.family=mlp")

@@ -33,13 +33,14 @@ class Prepared:
     recipe: Recipe
     device: torch.device
     data: Data
-    evaluator: Evaluator
+    evaluator: Evaluator  # validation: stopping, best epoch, search
+    test_evaluator: Evaluator  # test: the final scores only
 
 
 def prepare(recipe: Recipe) -> Prepared:
     device = resolve_device(recipe.train.device)
     data = load_data(recipe)
-    return Prepared(recipe, device, data, Evaluator(recipe, data, device))
+    return Prepared(recipe, device, data, Evaluator(recipe, data, device), Evaluator(recipe, data.test_split(), device))
 
 
 def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = (), progress: bool = True
@@ -47,7 +48,8 @@ def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = ()
     """Train inside the active MLflow run ``run_id``; checkpoints go to the local cache."""
     logger = MlflowLogger(run_id, prepared.recipe)
     trainer = Trainer(prepared.recipe, prepared.data, prepared.evaluator, checkpoint_dir(run_id),
-                      callbacks=[logger, *callbacks], device=prepared.device, progress=progress)
+                      callbacks=[logger, *callbacks], device=prepared.device, progress=progress,
+                      test_evaluator=prepared.test_evaluator)
     trainer.resume()
     try:
         return trainer.fit(), logger

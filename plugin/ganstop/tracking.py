@@ -165,6 +165,7 @@ class MlflowLogger(Callback):
         if result.best_epoch is not None:
             finals |= {"restored_epoch": result.best_epoch, "best_score": result.best_value,
                        f"best_{result.monitor}": result.best_value}
+        finals |= {f"test_{name}": value for name, value in result.test_metrics.items()}
         for key, value in finals.items():
             self.client.log_metric(self.run_id, key, float(value))
         self.client.set_tag(self.run_id, TAG_STOP_REASON, result.stop_reason)

@@ -49,6 +49,7 @@ class TrainResult:
     best_generator: nn.Module | None  # models.Sampler with the best-epoch (EMA) weights, on CPU
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    test_metrics: dict[str, float] = field(default_factory=dict)  # the best generator on the test split
 
 
 def resolve_device(name: str) -> torch.device:
@@ -114,8 +115,9 @@ class Trainer:
     """One GAN training run over a recipe; ``fit()`` runs it, ``state_dict()`` checkpoints it."""
 
     def __init__(self, recipe: Recipe, data: Data, evaluator: Evaluator, checkpoint_dir: Path,
-                 callbacks: list[Callback] = (), device: torch.device | None = None, progress: bool = True):
-        self.recipe, self.data, self.evaluator = recipe, data, evaluator
+                 callbacks: list[Callback] = (), device: torch.device | None = None, progress: bool = True,
+                 test_evaluator: Evaluator | None = None):
+        self.recipe, self.data, self.evaluator, self.test_evaluator = recipe, data, evaluator, test_evaluator
         self.callbacks, self.progress = list(callbacks), progress
         self.device = device or resolve_device(recipe.train.device)
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -327,12 +329,24 @@ class Trainer:
         bar.close()
         if not self.stopper.stopped:
             self.stopper.exhaust(self.epoch)
+        best = self.best_sampler()
         result = TrainResult(self.monitor, self.mode, self.stopper.stop_reason, self.stopper.stopped_epoch,
-                             self.stopper.best_epoch, self.stopper.best, self.best_sampler(), self.history,
-                             time.perf_counter() - started)
+                             self.stopper.best_epoch, self.stopper.best, best, self.history,
+                             time.perf_counter() - started, self._test_scores(best))
         for cb in self.callbacks:
             cb.on_train_end(result)
         return result
+
+    @torch.no_grad()
+    def _test_scores(self, best: nn.Module | None) -> dict[str, float]:
+        """The best generator scored on the test split, which nothing selects on: the number to
+        report. Latents and metric RNG are seeded apart from training and validation."""
+        if best is None or self.test_evaluator is None:
+            return {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.recipe.train.seed + 3)
+            z = torch.randn(self.test_evaluator.n_samples, self.recipe.model.z_dim)
+            return self.test_evaluator(torch.cat([best(chunk) for chunk in z.split(GEN_CHUNK)]))
 
     def best_sampler(self) -> nn.Module | None:
         """The best-epoch generator as a CPU ``Sampler``, or None if no check ever ran."""

@@ -74,13 +74,13 @@ def load_or_train(train: torch.Tensor, train_labels: torch.Tensor, val: torch.Te
                   n_classes: int, epochs: int, cache_dir: Path, device: torch.device) -> tuple[Classifier, float]:
     """The cached classifier for these images (in [0, 1]) and its held-out accuracy."""
     path = cache_dir / "classifiers" / f"{fingerprint(train, train_labels, epochs)}.pt"
-    classifier = Classifier(train.shape[1], n_classes)
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        classifier.load_state_dict(state["state_dict"])
-        return classifier.to(device).eval(), state["accuracy"]
-    with torch.random.fork_rng(devices=[]):  # training the classifier must not move the GAN's RNG
-        torch.manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # the classifier must not move the GAN's RNG, nor depend on it
+        torch.manual_seed(0)  # before the weights are initialised: the same data gives the same features
+        classifier = Classifier(train.shape[1], n_classes)
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            classifier.load_state_dict(state["state_dict"])
+            return classifier.to(device).eval(), state["accuracy"]
         classifier.to(device)
         _fit(classifier, train, train_labels, epochs, device)
     acc = accuracy(classifier, val, val_labels)

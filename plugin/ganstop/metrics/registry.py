@@ -60,6 +60,13 @@ def _unknown(what: str, name: str, options) -> RecipeError:
     return RecipeError(f"unknown {what} {name!r}{hint}; known: {', '.join(options)}")
 
 
+def headline(recipe: Recipe) -> tuple[str, str]:
+    """The dataset's headline metric and its direction (fid for images, hq_coverage for 2D):
+    what promotion compares on unless told otherwise, whatever a trial monitored."""
+    metric = DEFAULTS[dataset_kind(recipe)][1]
+    return metric, next(m.outputs[metric] for m in REGISTRY.values() if metric in m.outputs)
+
+
 def resolve(recipe: Recipe) -> Selection:
     """The metric names, monitored output and its mode for this recipe, or a RecipeError."""
     kind = dataset_kind(recipe)
