@@ -33,6 +33,8 @@ from ganstop.stopping import EarlyStopper
 from ganstop.train import Trainer
 
 RECIPES = ["digits-dcgan", "ring8-mlp", "grid25-mlp"]
+PACKAGE = ROOT / "plugin" / "ganstop"
+TRAINING_CODE = ["train.py", "models.py", "data.py", "schedules.py", *(f"metrics/{p.name}" for p in (PACKAGE / "metrics").glob("*.py"))]
 CACHE = ROOT / "benchmarks" / ".cache" / "curves"
 WITHIN = 0.05
 
@@ -45,9 +47,13 @@ def curve(name: str, seed: int, quick: bool) -> dict:
         base = rc.load(name)
         overrides += [("train.max_epochs", max(base.stopping.warmup + 3, base.train.max_epochs // 4))]
     recipe = rc.load(name, overrides)
-    # the stopper does not change the trajectory: only what is trained and monitored keys the curve
+    # the stopper does not change the trajectory: what is trained and monitored, and the code that
+    # trains and scores it, key the curve
     trained = {**recipe.to_dict(), "stopping": resolve(recipe).monitor, "search": None}
-    key = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode())
+    for source in sorted(TRAINING_CODE):
+        digest.update((PACKAGE / source).read_bytes())
+    key = digest.hexdigest()[:12]
     path = CACHE / f"{name}-seed{seed}-{key}.json"
     if path.is_file():
         return json.loads(path.read_text())

@@ -113,3 +113,36 @@ def test_the_sampler_has_its_own_seed_and_workers_never_share_one():
     commands = _worker_commands(["tune", "--sampler-seed", "7"], 3, 6, "s", "sqlite:///x.db", sampler_seed=7)
     assert [c[-2:] for c in commands] == [["--sampler-seed", s] for s in ("7", "8", "9")]  # the last flag wins
     assert not any("--sampler-seed" in c[2:] for c in _worker_commands(["tune"], 2, 2, "s", "sqlite:///x.db", None))
+
+
+def test_a_slow_tracking_server_still_gives_a_study_one_parent(tracking, tmp_path, monkeypatch):
+    """Run creation slower than the joiners' wait: the old creator-then-parent order made two parents."""
+    import threading
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    from ganstop import search
+
+    monkeypatch.setattr(search, "PARENT_WAIT_SECONDS", 0.5)
+    storage = search.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
+
+    class SlowServer(MlflowClient):
+        def create_run(self, *args, **kwargs):
+            time.sleep(1.5)
+            return super().create_run(*args, **kwargs)
+
+    opened = []
+
+    def open_one():
+        opened.append(search.open_study("slow", storage, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(),
+                                        "minimize", "0", SlowServer()))
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({parent for _, parent, _ in opened}) == 1 and sum(created for *_, created in opened) == 1
+    parents = MlflowClient().search_runs(["0"], "tags.`ganstop.role` = 'study'")
+    assert [r.info.run_id for r in parents] == [opened[0][1]]  # the losers' candidate runs are deleted

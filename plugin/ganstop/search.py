@@ -273,31 +273,39 @@ class Objective:
             self.client.set_terminated(run_id, status)
 
 
-def open_study(name: str, storage, sampler, pruner, direction: str) -> tuple[optuna.Study, bool]:
-    """Create the study, or join it; True for the one process whose create succeeded."""
+def open_study(name: str, storage, sampler, pruner, direction: str, experiment_id: str,
+               client: MlflowClient) -> tuple[optuna.Study, str, bool]:
+    """Create the study with its parent run, or join it: (study, parent run id, created).
+
+    The parent run is made *before* ``create_study``, whose atomic insert elects one process;
+    the winner records its run in the study at once and the losers delete theirs. So joiners
+    wait for one database write, never for a slow run creation (with a 60 s wait for the
+    creator's run, a slow tracking server gave a study two parents).
+    """
     try:
-        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                   direction=direction), True
-    except optuna.exceptions.DuplicatedStudyError:
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        if study.direction.name.lower() != direction:
-            raise RecipeError(f"study {name!r} exists and is {study.direction.name.lower()}d, "
-                              f"but this search wants to {direction}; use another --study-name") from None
-        return study, False
-
-
-def parent_run(study: optuna.Study, created: bool, experiment_id: str, client: MlflowClient) -> str:
-    """The study's one parent run: made by the creator (or `mlflow run`'s run), found by joiners."""
-    if created:
-        run_id = os.environ.get("MLFLOW_RUN_ID") or client.create_run(experiment_id, run_name=study.study_name,
-                                                                 tags=resolve_tags()).info.run_id
-        client.set_tag(run_id, TAG_ROLE, "study")
-        client.set_tag(run_id, TAG_STUDY, study.study_name)
-        study.set_user_attr(PARENT_ATTR, run_id)
-        return run_id
+    except KeyError:  # no such study yet: stand for election
+        launcher = os.environ.get("MLFLOW_RUN_ID")  # `mlflow run -e tune` made our run already
+        candidate = launcher or client.create_run(experiment_id, run_name=name, tags=resolve_tags()).info.run_id
+        try:
+            study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                        direction=direction)
+        except optuna.exceptions.DuplicatedStudyError:
+            if not launcher:
+                client.delete_run(candidate)  # another process won; its run is the parent
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        else:
+            study.set_user_attr(PARENT_ATTR, candidate)
+            client.set_tag(candidate, TAG_ROLE, "study")
+            client.set_tag(candidate, TAG_STUDY, name)
+            return study, candidate, True
+    if study.direction.name.lower() != direction:
+        raise RecipeError(f"study {name!r} exists and is {study.direction.name.lower()}d, "
+                          f"but this search wants to {direction}; use another --study-name")
     deadline = time.monotonic() + PARENT_WAIT_SECONDS
-    while PARENT_ATTR not in study.user_attrs and time.monotonic() < deadline:
+    while PARENT_ATTR not in study.user_attrs:
+        if time.monotonic() > deadline:  # its creator died between two database writes
+            raise RecipeError(f"study {name!r} has no MLflow parent run: its creator stopped while starting it; "
+                              "delete the study (optuna delete-study) or use another --study-name")
         time.sleep(0.25)
-    if PARENT_ATTR not in study.user_attrs:  # the creator died before making it: take over
-        return parent_run(study, True, experiment_id, client)
-    return study.user_attrs[PARENT_ATTR]
+    return study, study.user_attrs[PARENT_ATTR], False

@@ -66,9 +66,8 @@ def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_u
     sampler = search.make_sampler(sampler_seed)
     experiment_id = _experiment_id(experiment_name)
 
-    study, created = search.open_study(name, storage, sampler, pruner_obj, direction)
     client = MlflowClient()
-    parent = search.parent_run(study, created, experiment_id, client)
+    study, parent, created = search.open_study(name, storage, sampler, pruner_obj, direction, experiment_id, client)
     own = os.environ.get("MLFLOW_RUN_ID")
     if own and own != parent:  # a second `mlflow run -e tune`: its run is a worker under the parent
         client.set_tag(own, search.TAG_ROLE, "worker")
