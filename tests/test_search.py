@@ -87,15 +87,31 @@ def test_threshold_pruner_needs_a_bound():
 
 
 def test_objective_charges_for_compute_unless_quality_only():
-    recipe = rc.load(RING)  # max_epochs 60
+    recipe = rc.load(RING)
+    budget = recipe.train.max_epochs
     space = SearchSpace(SearchSpace.from_recipe(recipe).space, compute_weight=0.1)
     charged = Objective(recipe, space, "mode_kl", "min", "p", "0", "s", client=None)
-    assert charged.value(0.5, 30) == pytest.approx(0.5 + 0.1 * 30 / 60)
-    assert charged.value(0.5, 60) > charged.value(0.5, 10)  # the longest patience does not win for free
+    assert charged.value(0.5, budget // 2) == pytest.approx(0.5 + 0.1 * (budget // 2) / budget)
+    assert charged.value(0.5, budget) > charged.value(0.5, 10)  # the longest patience does not win for free
     quality = Objective(recipe, space, "mode_kl", "min", "p", "0", "s", quality_only=True, client=None)
-    assert quality.value(0.5, 60) == 0.5
+    assert quality.value(0.5, budget) == 0.5
     maximize = Objective(recipe, space, "hq_ratio", "max", "p", "0", "s", client=None)
-    assert maximize.value(0.9, 60) == pytest.approx(0.8)
+    assert maximize.value(0.9, budget) == pytest.approx(0.8)
+
+
+def test_pruning_reports_the_objective_so_far_on_the_final_values_scale():
+    from ganstop.search import OptunaPruning
+    from ganstop.stopping import Check
+
+    recipe = rc.load(None, [("train.max_epochs", 10)])
+    objective = Objective(recipe, SearchSpace({}, compute_weight=1.0), "fid", "min", "p", "0", "s", client=None)
+    trial = optuna.create_study(pruner=optuna.pruners.NopPruner()).ask()
+    pruning = OptunaPruning(trial, "fid", objective)
+    for epoch, fid in enumerate([3.0, 2.0, 5.0], start=1):
+        pruning.on_validation_end(epoch, {"fid": fid}, None, Check(False, False, None))
+        pruning.on_epoch_end(epoch, {"fid": fid})
+    reported = trial.storage.get_trial(trial._trial_id).intermediate_values
+    assert reported == pytest.approx({1: 3.1, 2: 2.2, 3: 2.3})  # best so far + 1.0 x epochs / 10
 
 
 def test_the_sampler_has_its_own_seed_and_workers_never_share_one():

@@ -179,22 +179,28 @@ def make_storage(url: str | None, heartbeat_interval: int, grace_period: int, re
 
 
 class OptunaPruning(Callback):
-    """Reports the objective metric at each validation; raises TrialPruned when told to."""
+    """Reports, at each validation, what the objective would be if the trial ended there (the
+    best metric so far plus the compute charge so far), so intermediate and final values are on
+    one scale; raises TrialPruned when the pruner says so."""
 
-    def __init__(self, trial: optuna.Trial, metric: str):
-        self.trial, self.metric, self.pruned_epoch = trial, metric, None
-        self._stopping = False
+    def __init__(self, trial: optuna.Trial, metric: str, objective: "Objective"):
+        self.trial, self.metric, self.objective, self.pruned_epoch = trial, metric, objective, None
+        self._stopping, self._best = False, None
 
     def on_validation_end(self, epoch: int, metrics: dict[str, float], samples, check) -> None:
         self._stopping = check.stop is not None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         # After the MLflow logger's on_epoch_end (callback order), so pruned epochs are logged.
-        if self.metric in logs and math.isfinite(logs[self.metric]):
-            self.trial.report(logs[self.metric], epoch)
-            if not self._stopping and self.trial.should_prune():  # a trial that ended itself completes
-                self.pruned_epoch = epoch
-                raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+        value = logs.get(self.metric)
+        if value is None or not math.isfinite(value):
+            return
+        if self._best is None or (value < self._best if self.objective.mode == "min" else value > self._best):
+            self._best = value
+        self.trial.report(self.objective.value(self._best, epoch), epoch)
+        if not self._stopping and self.trial.should_prune():  # a trial that ended itself completes
+            self.pruned_epoch = epoch
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
 
 @dataclass
@@ -221,7 +227,7 @@ class Objective:
         trial.set_user_attr(RUN_ATTR, run_id)
         self.client.log_batch(run_id, params=[Param("trial_number", str(trial.number)),
                                               *(Param(k, str(v)) for k, v in values.items())])
-        pruning = OptunaPruning(trial, self.metric)
+        pruning = OptunaPruning(trial, self.metric, self)
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             try:
                 recipe = rc.load(None, list(values.items()), base=self.base)
