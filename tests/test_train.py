@@ -236,3 +236,36 @@ def test_the_test_split_is_disjoint_and_scores_only_the_final_generator(tmp_path
     assert trainer._test_scores(result.best_generator) == result.test_metrics  # seeded: reproducible
     assert result.test_metrics[trainer.monitor] != result.best_value  # other reference, other latents
     assert not any(k.startswith("test_") for h in result.history for k in h)  # the curves are validation only
+
+
+def write_image_folder(root, per_class=24, sizes=((40, 30), (17, 17), (64, 90))):
+    """Class folders of PNGs of several sizes: each class a colour, so the classifier can learn it."""
+    from PIL import Image
+
+    for label, colour in enumerate([(220, 30, 30), (30, 220, 30), (30, 30, 220)]):
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            size = sizes[i % len(sizes)]
+            Image.new("RGB", size, tuple(min(255, c + 3 * i) for c in colour)).save(folder / f"{i}.png")
+    (root / "class0" / "notes.txt").write_text("not an image")
+
+
+def test_an_image_folder_is_resized_while_loading_and_trains(tmp_path):
+    write_image_folder(tmp_path / "images")
+    overrides = {"dataset.root": str(tmp_path / "images"), "dataset.image_size": 16, "train.max_epochs": 2,
+                 "train.batch_size": 16, "model.width": 8, "model.z_dim": 8, "metrics.classifier_epochs": 3,
+                 "stopping.warmup": 0}
+    recipe = rc.load(ROOT / "recipes" / "imagefolder-dcgan.yaml", list(overrides.items()))
+    data = load_data(recipe)
+    assert data.sample_shape == (3, 16, 16) and len(data.train) + len(data.val) + len(data.test) == 72
+    assert data.train.min() >= -1 and data.train.max() <= 1 and data.n_classes == 3
+    result = Trainer(recipe, data, Evaluator(recipe, data, torch.device("cpu")), tmp_path / "ckpt",
+                     progress=False).fit()
+    assert result.stopped_epoch == 2 and result.best_generator(torch.randn(2, 8)).shape == (2, 3, 16, 16)
+
+
+def test_an_image_folder_without_images_is_one_clear_error(tmp_path):
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(rc.RecipeError, match="holds no images"):
+        load_data(rc.load(ROOT / "recipes" / "imagefolder-dcgan.yaml", [("dataset.root", str(tmp_path / "empty"))]))

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ganstop.recipe import Recipe, RecipeError
@@ -91,26 +92,42 @@ def _torchvision(name: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
         import torchvision
     except ImportError:
         raise RecipeError(f"dataset {name} needs torchvision: pip install 'mlflow-ganstop[vision]'") from None
-    if not Path(root).is_dir():
-        raise RecipeError(f"dataset.root {root!r} is not a folder")
     try:
-        if name == "imagefolder":
-            folder = torchvision.datasets.ImageFolder(root)
-            pairs = [(torchvision.transforms.functional.pil_to_tensor(img.convert("RGB")), label) for img, label in folder]
-            if not pairs:
-                raise RecipeError(f"dataset.root {root!r} holds no images")
-            size = min(min(img.shape[-2:]) for img, _ in pairs)
-            images = torch.stack([torchvision.transforms.functional.center_crop(img, size) for img, _ in pairs])
-            labels = torch.tensor([label for _, label in pairs])
-        else:
-            cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
-            ds = cls(root, train=True, download=False)
-            images = torch.as_tensor(ds.data)
-            images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-            labels = torch.as_tensor(ds.targets)
+        cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
+        ds = cls(root, train=True, download=False)
     except RuntimeError as exc:  # torchvision's "Dataset not found" and friends
         raise RecipeError(f"dataset {name} could not be read from {root!r}: {str(exc).splitlines()[0]}") from None
-    return images.float() / 127.5 - 1, labels
+    images = torch.as_tensor(ds.data)
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    return images, torch.as_tensor(ds.targets)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def _image_folder(root: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``root/<class>/<image>`` (torchvision's ImageFolder layout), read with Pillow: each image
+    square-cropped at its centre and resized to ``size`` as it is read, so a folder of large
+    photos never sits in memory at full size (0: the smallest image's side)."""
+    from PIL import Image
+
+    classes = sorted(d for d in Path(root).iterdir() if d.is_dir())
+    files = [(path, label) for label, folder in enumerate(classes) for path in sorted(folder.rglob("*"))
+             if path.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise RecipeError(f"dataset.root {root!r} holds no images in class folders (root/<class>/<image>.png)")
+    side = size
+    if not side:
+        side = min(min(Image.open(path).size) for path, _ in files)
+    images = []
+    for path, _ in files:
+        with Image.open(path) as image:
+            width, height = image.size
+            edge = min(width, height)
+            box = ((width - edge) // 2, (height - edge) // 2, (width + edge) // 2, (height + edge) // 2)
+            square = image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS, box=box)
+        images.append(torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1))
+    return torch.stack(images), torch.tensor([label for _, label in files])
 
 
 def load_data(recipe: Recipe) -> Data:
@@ -122,7 +139,13 @@ def load_data(recipe: Recipe) -> Data:
         val = sample_mixture(means, std, cfg.n_val, gen)
         test = sample_mixture(means, std, cfg.n_test, gen)
         return Data("points", train, val, test=test, means=means, std=std)
-    images, labels = _digits() if cfg.name == "digits" else _torchvision(cfg.name, cfg.root)
+    if cfg.name == "digits":
+        images, labels = _digits()
+    elif not Path(cfg.root).is_dir():
+        raise RecipeError(f"dataset.root {cfg.root!r} is not a folder")
+    else:
+        raw = _image_folder(cfg.root, cfg.image_size) if cfg.name == "imagefolder" else _torchvision(cfg.name, cfg.root)
+        images, labels = raw[0].float() / 127.5 - 1, raw[1]
     size = cfg.image_size
     if recipe.model.family == "dcgan" and not size and images.shape[-1] & (images.shape[-1] - 1):
         size = 1 << math.ceil(math.log2(images.shape[-1]))  # dcgan needs powers of two: 28 -> 32
