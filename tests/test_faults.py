@@ -375,3 +375,29 @@ def test_ctrl_c_kills_the_trial_and_exits_non_zero(tmp_path, tracking):
     assert trial.state == State.FAIL
     run = MlflowClient().get_run(trial.user_attrs["mlflow_run_id"])
     assert run.info.status == "KILLED" and run.data.tags["ganstop.trial_state"] == "FAIL"
+
+
+@pytest.mark.parametrize("policy, kept", [("best_last", ["best.pt", "last.pt"]), ("none", None),
+                                          ("all", ["best.pt", "last.pt", "last.pt.prev"])])
+def test_a_finished_runs_checkpoints_are_kept_as_the_recipe_says(tracking, policy, kept):
+    recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 3, "stopping.patience": 10,
+                                           "train.keep_checkpoints": policy}))
+    with mlflow.start_run() as run:
+        runner.train_in_run(runner.prepare(recipe), run.info.run_id, progress=False)
+    folder = runner.checkpoint_dir(run.info.run_id)
+    assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else None) == kept
+
+
+def test_gc_removes_old_run_folders_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GANSTOP_CACHE", str(tmp_path))
+    old, fresh = (tmp_path / "checkpoints" / name for name in ("old-run", "fresh-run"))
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / "last.pt").write_bytes(b"x" * 2048)
+    ten_days_ago = time.time() - 10 * 86400
+    os.utime(old / "last.pt", (ten_days_ago, ten_days_ago))
+    code, out, _ = invoke(["gc", "--older-than", "7", "--dry-run"], capsys)
+    assert code == 0 and f"would remove {old}" in out and old.exists()
+    code, out, _ = invoke(["gc", "--older-than", "7"], capsys)
+    assert code == 0 and f"removed {old}" in out and "1 run folder(s)" in out
+    assert not old.exists() and fresh.exists()

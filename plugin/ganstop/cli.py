@@ -155,6 +155,22 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
 
 
 @cli.command()
+@click.option("--older-than", type=click.FloatRange(min=0), default=7.0, show_default=True,
+              help="Remove run checkpoint folders untouched for this many days.")
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+def gc(older_than, dry_run) -> None:
+    """Remove old runs' checkpoints from the local cache ($GANSTOP_CACHE/checkpoints)."""
+    from ganstop import checkpoint
+    from ganstop.paths import cache_root
+
+    removed = checkpoint.collect_garbage(cache_root() / "checkpoints", older_than, dry_run)
+    for folder, size in removed:
+        click.echo(f"{'would remove' if dry_run else 'removed'} {folder} ({size / 2**20:.1f} MiB)")
+    total = sum(size for _, size in removed) / 2**20
+    click.echo(f"{len(removed)} run folder(s), {total:.1f} MiB{' (dry run)' if dry_run else ''}")
+
+
+@cli.command()
 @click.option("--model-name", required=True, help="Registered model to promote into.")
 @click.option("--study-name", type=Blank(click.STRING), help="Promote this study's best completed trial ...")
 @click.option("--storage", envvar="GANSTOP_STORAGE", type=Blank(click.STRING), help="... kept in this storage.")

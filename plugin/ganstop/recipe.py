@@ -62,6 +62,7 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # NHWC for conv models on CUDA
     compile: bool = False  # torch.compile the training step modules (CUDA)
+    keep_checkpoints: str = "best_last"  # once the run's model is logged: best_last | all | none
 
 
 @dataclass
@@ -150,6 +151,7 @@ CHOICES = {
     "model.family": ("mlp", "dcgan"),
     "model.d_norm": ("batch", "none", "spectral"),
     "train.loss": ("nonsaturating", "hinge"),
+    "train.keep_checkpoints": ("best_last", "all", "none"),
     "decay.g_schedule": ("none", "linear", "exponential", "step", "cosine"),
     "decay.d_schedule": ("none", "linear", "exponential", "step", "cosine"),
     "decay.d_penalty": ("none", "l1", "l2"),

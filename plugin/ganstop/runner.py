@@ -18,6 +18,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ganstop import checkpoint
 from ganstop.data import Data, load_data
 from ganstop.metrics.registry import Evaluator
 from ganstop.paths import cache_root
@@ -52,7 +53,7 @@ def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = ()
                       test_evaluator=prepared.test_evaluator)
     trainer.resume()
     try:
-        return trainer.fit(), logger
+        result = trainer.fit()
     except (MlflowException, requests.RequestException) as exc:
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise TrackingLost(f"lost the tracking store at epoch {trainer.epoch} ({mask(reason)}); checkpoints are "
@@ -61,6 +62,8 @@ def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = ()
         with contextlib.suppress(MlflowException, requests.RequestException):
             logger.flush()  # a pruned, failed or interrupted run keeps its last epoch's metrics
         raise
+    checkpoint.retain(trainer.checkpoint_dir, prepared.recipe.train.keep_checkpoints)  # finished, model logged
+    return result, logger
 
 
 def checkpoint_dir(run_id: str) -> Path:

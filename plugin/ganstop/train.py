@@ -6,9 +6,7 @@ that raises (an Optuna pruner, say) ends training with that exception.
 
 from __future__ import annotations
 
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ganstop import models, schedules
+from ganstop.checkpoint import load_first_readable, save_atomic
 from ganstop.data import Data
 from ganstop.metrics.registry import Evaluator
 from ganstop.recipe import Recipe, RecipeError
@@ -62,35 +61,6 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise RecipeError(f"train.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
     return torch.device(name)
-
-
-def save_atomic(obj: object, path: Path, keep_previous: bool = False) -> None:
-    """Write, fsync, then rename, so a kill mid-write leaves the previous file intact; with
-    ``keep_previous`` the one before survives as ``<name>.prev`` in case this one is torn later."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
-    os.replace(tmp, path)
-
-
-def load_first_readable(paths: list[Path]) -> dict | None:
-    """The first checkpoint that loads with weights_only=True; torn or foreign files are skipped.
-
-    Loaded to the CPU: ``load_state_dict`` moves weights and optimizer state to wherever the
-    modules are, and the RNG states must stay CPU byte tensors (``torch.cuda.set_rng_state``
-    refuses CUDA ones, which ``map_location=cuda`` would make of them)."""
-    for path in paths:
-        if not path.is_file():
-            continue
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - truncated zip, unpickling refusal, ...: all mean "not this one"
-            warnings.warn(f"skipping unreadable checkpoint {path}: {type(exc).__name__}", stacklevel=2)
-    return None
 
 
 def _losses(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
