@@ -42,7 +42,7 @@ def test_mlflow_run_main_logs_everything(tracking):
     assert (data.params["patience"], data.params["min_delta"]) == ("4", "0.5")
 
     # per-epoch metrics, one point per epoch
-    for key in ("d_loss", "g_loss", "lr_g", "lr_d", "fid", "kid", "class_coverage", "class_kl",
+    for key in ("d_loss", "g_loss", "lr_g", "lr_d", "fid", "fid_se", "kid", "class_coverage", "class_kl",
                 "epoch_seconds", "samples_per_second"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2, 3], key
     fid = {m.step: m.value for m in client.get_metric_history(run_id, "fid")}
@@ -52,6 +52,8 @@ def test_mlflow_run_main_logs_everything(tracking):
     assert data.metrics["stopped_epoch"] == 3
     assert 0.5 < data.metrics["classifier_accuracy"] <= 1
     assert data.tags["ganstop.stop_reason"] == "max_epochs"
+    assert {"test_fid", "test_kid", "test_class_coverage"} <= set(data.metrics)  # the test split, scored once
+    assert len(client.get_metric_history(run_id, "test_fid")) == 1
 
     # artifacts: resolved recipe, a grid per validation, curves
     top = {a.path for a in client.list_artifacts(run_id)}
