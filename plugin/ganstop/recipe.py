@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import sys
 import types
 import typing
@@ -280,7 +281,11 @@ def read(path: str | Path) -> dict[str, Any]:
     """The sections of a recipe file (a path or a shipped name), parsed with safe_load."""
     path = find(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"recipe {str(path)!r} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise RecipeError(f"recipe {str(path)!r} cannot be read: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -319,6 +324,9 @@ def load(path: str | Path | None = None, overrides: list[tuple[str, Any]] = (), 
 def validate(recipe: Recipe) -> None:
     """Ranges and combinations the dataclass types cannot express."""
     flat = recipe.flat()
+    for key, value in flat.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{key} must be a finite number, not {value}")
     for key, options in CHOICES.items():
         if flat[key] not in options:
             raise RecipeError(f"{key} must be one of {', '.join(options)}, not {flat[key]!r}{_closest(str(flat[key]), options)}")
