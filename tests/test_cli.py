@@ -87,8 +87,8 @@ def test_train_logs_a_complete_run_for_2d_data(tracking, capsys):
     assert run.info.run_id in out and "stopped at epoch" in out
     client = MlflowClient()
     assert client.get_experiment(run.info.experiment_id).name == "ring"
-    assert run.data.params["monitor"] == "hq_coverage" and run.data.params["mode"] == "max"
-    assert {"test_hq_coverage", "test_modes", "test_hq_ratio", "test_swd"} <= set(run.data.metrics)
+    assert run.data.params["monitor"] == "mode_error" and run.data.params["mode"] == "min"
+    assert {"test_mode_error", "test_modes", "test_hq_ratio", "test_swd"} <= set(run.data.metrics)
     assert run.data.params["dataset.n_train"] == "2000"
     samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
     assert samples == [f"samples/epoch_000{e}.png" for e in (1, 2, 3)]

@@ -15,7 +15,7 @@ def test_samples_on_the_means_cover_every_mode(name, k):
     means, std = mixture_means(name)
     samples = means.repeat(100, 1)
     out = mode_metrics(samples, means, std)
-    assert out == {"modes": k, "hq_ratio": 1.0, "mode_kl": pytest.approx(0.0, abs=1e-9), "hq_coverage": 1.0}
+    assert out == {"modes": k, "hq_ratio": 1.0, "mode_kl": pytest.approx(0.0, abs=1e-9), "mode_error": 0.0}
 
 
 def test_ring_has_eight_distinct_modes():
@@ -28,16 +28,16 @@ def test_one_mode_only():
     out = mode_metrics(means[3].repeat(2500, 1), means, std)
     assert out["modes"] == 1 and out["hq_ratio"] == 1.0
     assert out["mode_kl"] == pytest.approx(math.log(8))
-    assert out["hq_coverage"] == pytest.approx(1 / 8)  # precise, but one mode: hq_ratio alone would say 1.0
+    assert out["mode_error"] == pytest.approx(7 / 8)  # precise, but one mode: hq_ratio alone would say 1.0
 
 
-def test_hq_coverage_charges_missing_modes_and_low_quality_samples():
+def test_mode_error_charges_missing_modes_and_low_quality_samples():
     means, std = mixture_means("ring8")
     half_the_modes = means[:4].repeat(100, 1)
-    assert mode_metrics(half_the_modes, means, std)["hq_coverage"] == pytest.approx(0.5)
+    assert mode_metrics(half_the_modes, means, std)["mode_error"] == pytest.approx(0.5)
     blurred = torch.cat([means.repeat(90, 1), torch.zeros(80, 2)])  # 90% on the modes, 10% at the centre
     out = mode_metrics(blurred, means, std)
-    assert out["hq_coverage"] == pytest.approx(out["hq_ratio"]) and out["hq_ratio"] == pytest.approx(0.9)
+    assert out["mode_error"] == pytest.approx(1 - out["hq_ratio"]) and out["hq_ratio"] == pytest.approx(0.9)
 
 
 def test_real_data_scores_like_real_data():
@@ -52,7 +52,7 @@ def test_real_data_scores_like_real_data():
 def test_far_away_samples_are_low_quality():
     means, std = mixture_means("ring8")
     out = mode_metrics(torch.full((100, 2), 10.0), means, std)
-    assert out == {"modes": 0, "hq_ratio": 0.0, "mode_kl": pytest.approx(math.log(8)), "hq_coverage": 0.0}
+    assert out == {"modes": 0, "hq_ratio": 0.0, "mode_kl": pytest.approx(math.log(8)), "mode_error": 1.0}
 
 
 def test_swd_is_zero_on_the_data_and_grows_with_collapse_and_distance():
@@ -74,14 +74,14 @@ def spread(values) -> float:
     return float(torch.tensor(values, dtype=torch.float64).std())
 
 
-@pytest.mark.parametrize("output", ["hq_coverage", "hq_ratio", "mode_kl"])
+@pytest.mark.parametrize("output", ["mode_error", "hq_ratio", "mode_kl"])
 def test_mode_metric_standard_error_matches_the_spread_over_fresh_samples(output):
     means, std = mixture_means("ring8")
     gen = torch.Generator().manual_seed(3)
     draws = [mode_metrics(means[torch.randint(8, (2500,), generator=gen)] + 0.012 * torch.randn(2500, 2, generator=gen),
                           means, std, se=output) for _ in range(40)]
     ratio = statistics.fmean(d[f"{output}_se"] for d in draws) / spread([d[output] for d in draws])
-    assert 0.6 < ratio < 2.0, ratio  # measured 1.4 for hq_coverage: halves err on the safe side
+    assert 0.6 < ratio < 2.0, ratio  # measured 1.4 for mode_error: halves err on the safe side
 
 
 def test_swd_standard_error_matches_the_spread_over_fresh_samples():

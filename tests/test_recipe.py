@@ -104,7 +104,7 @@ def test_metric_selection_follows_the_dataset():
     images = resolve(rc.load(None))
     assert images.names == ["fid", "kid", "coverage"] and (images.monitor, images.mode) == ("fid", "min")
     points = resolve(rc.load(ROOT / "recipes" / "ring8-mlp.yaml", [("stopping.monitor", "")]))
-    assert points.names == ["modes", "swd"] and (points.monitor, points.mode) == ("hq_coverage", "max")
+    assert points.names == ["modes", "swd"] and (points.monitor, points.mode) == ("mode_error", "min")
     hq = resolve(rc.load(ROOT / "recipes" / "ring8-mlp.yaml", [("stopping.monitor", "hq_ratio")]))
     assert hq.mode == "max"
     with pytest.raises(rc.RecipeError, match="is for image data"):

@@ -45,7 +45,7 @@ def test_fit_reports_to_callbacks_and_keeps_the_best_epoch(tmp_path):
     kinds = [e[0] for e in recorder.events]
     assert kinds == ["start", "validation", "epoch", "validation", "epoch", "validation", "epoch", "end"]
     monitor = trainer.monitor
-    assert recorder.events[1][2] == sorted(["hq_coverage", "hq_ratio", "mode_kl", "modes", "swd", f"{monitor}_se"])
+    assert recorder.events[1][2] == sorted(["mode_error", "hq_ratio", "mode_kl", "modes", "swd", f"{monitor}_se"])
     assert recorder.events[1][3] == (500, 2)  # every validation point, for the scatter plot
     for key in ("d_loss", "g_loss", "lr_g", "lr_d", "epoch_seconds", "samples_per_second", "swd", "mode_kl"):
         assert key in recorder.events[2][2]

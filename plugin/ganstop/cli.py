@@ -180,7 +180,7 @@ def gc(older_than, dry_run) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the decision, change nothing.")
 @click.option("--metric", type=Blank(click.STRING),
               help="Compare on this metric (default: the one the model was promoted on before, else fid for "
-                   "images and hq_coverage for 2D).")
+                   "images and mode_error for 2D).")
 def promote(model_name, study_name, storage, run_id, n_samples, seed, dry_run, metric) -> None:
     """Register a generator; make it @champion only if it beats the current one on the test split."""
     from ganstop import promote as promote_mod

@@ -91,7 +91,7 @@ class EmaConfig:
 @dataclass
 class StoppingConfig:
     # Names and meanings as in Keras/Lightning; see ganstop.stopping for the criteria.
-    monitor: str = ""  # empty: the dataset's headline metric (fid for images, hq_coverage for 2D)
+    monitor: str = ""  # empty: the dataset's headline metric (fid for images, mode_error for 2D)
     mode: str = "auto"  # auto (from the metric) | min | max
     criteria: list[str] = field(default_factory=lambda: ["patience"])  # patience | trend | gl | pq | up
     combine: str = "any"  # stop when any / all of the criteria say so

@@ -15,7 +15,7 @@ import torch
 
 from ganstop.metrics import uncertainty
 
-OUTPUTS = ("modes", "hq_ratio", "mode_kl", "hq_coverage")
+OUTPUTS = ("modes", "hq_ratio", "mode_kl", "mode_error")
 
 
 def bins(samples: torch.Tensor, means: torch.Tensor, std: float) -> torch.Tensor:
@@ -27,10 +27,12 @@ def bins(samples: torch.Tensor, means: torch.Tensor, std: float) -> torch.Tensor
 def scores(counts: torch.Tensor) -> dict[str, torch.Tensor]:
     """Mode metrics of one histogram, or of a stack of them (last dimension: K modes + other).
 
-    ``hq_coverage`` = sum_k min(hq_k / N, 1 / K) is 1 only when every sample is high quality
-    and the modes are balanced; a missing mode costs 1/K, a low-quality sample 1/N. It rewards
-    precision and coverage together, which SWD does not: SWD prefers mass piled into fewer,
-    blurrier modes late in training. ``mode_kl`` is KL(mode histogram || uniform) over the
+    ``mode_error`` = 1 - sum_k min(hq_k / N, 1 / K) is the share of samples that are low
+    quality or beyond their mode's fair 1/K share: 0 only when every sample is high quality and
+    the modes are balanced; a missing mode costs 1/K, a low-quality sample 1/N. It charges
+    imprecision and missing coverage together, which SWD does not (SWD prefers mass piled into
+    fewer, blurrier modes late in training). Lower is better, like FID, so a relative min_delta
+    or "within 5%" reads as a share of the remaining error, not of a score near 1. ``mode_kl`` is KL(mode histogram || uniform) over the
     high-quality samples, log K when there are none (a total collapse).
     """
     hq, k = counts[..., :-1], counts.shape[-1] - 1
@@ -38,11 +40,11 @@ def scores(counts: torch.Tensor) -> dict[str, torch.Tensor]:
     p = hq / n_hq.clamp_min(1).unsqueeze(-1)
     kl = torch.where(n_hq > 0, torch.special.xlogy(p, p * k).sum(-1), math.log(k))
     return {"modes": (hq > 0).sum(-1).double(), "hq_ratio": n_hq / n, "mode_kl": kl,
-            "hq_coverage": (hq / n.unsqueeze(-1)).clamp(max=1 / k).sum(-1)}
+            "mode_error": 1 - (hq / n.unsqueeze(-1)).clamp(max=1 / k).sum(-1)}
 
 
 def mode_metrics(samples: torch.Tensor, means: torch.Tensor, std: float, se: str | None = None) -> dict[str, float]:
-    """Modes covered, high-quality ratio, KL to uniform and hq_coverage; ``se`` names an output
+    """Modes covered, high-quality ratio, KL to uniform and mode_error; ``se`` names an output
     whose standard error is added as ``<output>_se``."""
     labels, width = bins(samples, means, std), len(means) + 1
     out = {name: float(value) for name, value in scores(torch.bincount(labels, minlength=width).double()).items()}

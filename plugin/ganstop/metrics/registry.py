@@ -36,11 +36,11 @@ REGISTRY: dict[str, Metric] = {
     "kid": Metric("image", {"kid": "min", "kid_std": "min"}, "image:kid", se=("kid",)),
     "coverage": Metric("image", {"class_coverage": "max", "class_kl": "min"}, "image:coverage"),
     "inception_fid": Metric("image", {"inception_fid": "min"}, "image:inception_fid"),
-    "modes": Metric("points", {"modes": "max", "hq_ratio": "max", "mode_kl": "min", "hq_coverage": "max"},
-                    "mixture:modes", se=("modes", "hq_ratio", "mode_kl", "hq_coverage")),
+    "modes": Metric("points", {"modes": "max", "hq_ratio": "max", "mode_kl": "min", "mode_error": "min"},
+                    "mixture:modes", se=("modes", "hq_ratio", "mode_kl", "mode_error")),
     "swd": Metric("points", {"swd": "min"}, "mixture:swd", se=("swd",)),
 }
-DEFAULTS = {"image": (["fid", "kid", "coverage"], "fid"), "points": (["modes", "swd"], "hq_coverage")}
+DEFAULTS = {"image": (["fid", "kid", "coverage"], "fid"), "points": (["modes", "swd"], "mode_error")}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def _unknown(what: str, name: str, options) -> RecipeError:
 
 
 def headline(recipe: Recipe) -> tuple[str, str]:
-    """The dataset's headline metric and its direction (fid for images, hq_coverage for 2D):
+    """The dataset's headline metric and its direction (fid for images, mode_error for 2D):
     what promotion compares on unless told otherwise, whatever a trial monitored."""
     metric = DEFAULTS[dataset_kind(recipe)][1]
     return metric, next(m.outputs[metric] for m in REGISTRY.values() if metric in m.outputs)
