@@ -7,7 +7,6 @@ Goal: pruned study uses <= 40% of the epochs with a best objective within 5%.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 

@@ -125,6 +125,60 @@ def fresh_database():
     admin.close()
 
 
+def mlflow_server(root: Path, *extra: str, env: dict[str, str] | None = None):
+    """A real `mlflow server` on a free local port, yielded as its URL once /health answers."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", *extra, "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
+                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
+                            env=env or cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"mlflow server {' '.join(extra)} did not come up")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def train_then_kill(settings: list[str], env: dict[str, str], run_name: str = "victim") -> str | None:
+    """Start `ganstop train`, SIGKILL it once it has written two checkpoints (last.pt.prev
+    exists: training is under way, a kill lands mid-run), and return its run id."""
+    import signal
+    import subprocess
+    import time
+
+    from mlflow.tracking import MlflowClient
+
+    victim = subprocess.Popen([sys.executable, "-m", "ganstop", "train", *settings, "--run-name", run_name], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client, deadline, run_id = MlflowClient(), time.monotonic() + 300, None
+    while time.monotonic() < deadline and victim.poll() is None:
+        if run_id is None:
+            runs = client.search_runs(["0"], f"attributes.run_name = '{run_name}'")
+            run_id = runs[0].info.run_id if runs else None
+        if run_id and (Path(os.environ["GANSTOP_CACHE"]) / "checkpoints" / run_id / "last.pt.prev").exists():
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    return run_id
+
+
 def invoke(args: list[str], capsys) -> tuple[int, str, str]:
     """Run the CLI in this process: (exit code, stdout, stderr)."""
     from ganstop.cli import main

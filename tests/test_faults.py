@@ -16,7 +16,7 @@ import torch
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import invoke, ROOT, cli_env, tiny, tiny_search_recipe
+from conftest import ROOT, cli_env, invoke, mlflow_server, tiny, tiny_search_recipe, train_then_kill
 from ganstop import recipe as rc
 from ganstop import runner
 from ganstop.data import load_data
@@ -181,28 +181,8 @@ def auth_server(tmp_path_factory):
                       f"database_uri = sqlite:///{root / 'auth.db'}\nadmin_username = admin\n"
                       "admin_password = s3cret-Pass1\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    port = closed_port()
     env = cli_env(MLFLOW_AUTH_CONFIG_PATH=str(config), MLFLOW_FLASK_SERVER_SECRET_KEY="test-only")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-                             "--port", str(port), "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.request
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the basic-auth mlflow server did not come up")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield from mlflow_server(root, "--app-name", "basic-auth", env=env)
 
 
 @pytest.mark.slow
@@ -257,19 +237,8 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tracking, tmp_path):
                               timeout=600)
     assert straight.returncode == 0, straight.stderr[-2000:]
 
-    victim = subprocess.Popen(base + settings + ["--run-name", "victim"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    run_id = train_then_kill(settings, env)
     client = MlflowClient()
-    deadline = time.monotonic() + 300
-    run_id = None
-    while time.monotonic() < deadline:
-        runs = client.search_runs(["0"], "attributes.run_name = 'victim'") if run_id is None else None
-        run_id = run_id or (runs[0].info.run_id if runs else None)
-        if run_id and (Path(os.environ["GANSTOP_CACHE"]) / "checkpoints" / run_id / "last.pt.prev").exists():
-            break
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
     assert run_id and client.get_run(run_id).info.status == "RUNNING"
 
     resumed = subprocess.run(base + ["--resume", run_id, "--no-progress"], env=env, capture_output=True, text=True,

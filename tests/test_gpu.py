@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import ROOT, cli_env, tiny
+from conftest import ROOT, cli_env, tiny, train_then_kill
 from ganstop import recipe as rc
 from ganstop.data import load_data
 from ganstop.metrics.registry import Evaluator
@@ -63,21 +59,10 @@ def test_resume_after_a_kill_on_the_gpu(tracking, tmp_path):
     settings = ["--recipe", str(DIGITS), "--max-epochs", "6", "--device", "cuda", "--no-progress", "--set",
                 "stopping.warmup=1 metrics.classifier_epochs=3 model.width=16"]
     env = cli_env(MLFLOW_TRACKING_URI=tracking)
-    base = [sys.executable, "-m", "ganstop", "train"]
-    victim = subprocess.Popen(base + settings + ["--run-name", "victim"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    run_id = train_then_kill(settings, env)
+    resumed = subprocess.run([sys.executable, "-m", "ganstop", "train", "--resume", run_id, "--no-progress"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # CUDA RNG states restored from CPU tensors
     from mlflow.tracking import MlflowClient
 
-    client, run_id, deadline = MlflowClient(), None, time.monotonic() + 300
-    while time.monotonic() < deadline:
-        runs = client.search_runs(["0"], "attributes.run_name = 'victim'") if run_id is None else None
-        run_id = run_id or (runs[0].info.run_id if runs else None)
-        if run_id and (Path(os.environ["GANSTOP_CACHE"]) / "checkpoints" / run_id / "last.pt.prev").exists():
-            break
-        time.sleep(0.05)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    resumed = subprocess.run(base + ["--resume", run_id, "--no-progress"], env=env, capture_output=True, text=True,
-                             timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]  # CUDA RNG states restored from CPU tensors
-    assert client.get_run(run_id).info.status == "FINISHED"
+    assert MlflowClient().get_run(run_id).info.status == "FINISHED"

@@ -1,11 +1,8 @@
 """Promotion, generation and the MLflow plugin entry points against a real `mlflow server`."""
 
 import re
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import mlflow
 import numpy as np
@@ -13,41 +10,16 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, cli_env, invoke
+from conftest import ROOT, cli_env, invoke, mlflow_server
 
 pytestmark = pytest.mark.slow
 NAME = "digits-gan"
 TINY = "stopping.warmup=0 metrics.classifier_epochs=3"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not come up")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield from mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Studies end to end: `mlflow run -e tune`, several workers on PostgreSQL, a killed worker."""
 
-import os
 import signal
 import subprocess
 import sys

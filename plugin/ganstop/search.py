@@ -24,7 +24,6 @@ from mlflow.tracking.context.registry import resolve_tags
 from ganstop import recipe as rc
 from ganstop import runner, sqlite_schema
 from ganstop.masking import mask
-from ganstop.metrics.registry import resolve
 from ganstop.recipe import Recipe, RecipeError
 from ganstop.stopping import StopReason
 from ganstop.train import Callback

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import mlflow
-import optuna
 import torch
 from mlflow.tracking import MlflowClient
 
