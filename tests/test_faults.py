@@ -144,12 +144,12 @@ def test_unreachable_tracking_server_fails_fast_in_one_line(command, tmp_path, m
 
 STARTS_TOGETHER = """
 import os, sys, time
-from ganstop.tracking import check_reachable
+from ganstop.tracking import open_store
 from mlflow.tracking import MlflowClient
 open(sys.argv[2] + ".ready", "w").close()
 while not os.path.exists(sys.argv[1]):  # every process is imported and waiting: then all go at once
     time.sleep(0.01)
-check_reachable()
+open_store()
 MlflowClient().create_experiment(os.path.basename(sys.argv[2]))
 """
 

@@ -25,7 +25,7 @@ from ganstop.paths import cache_root
 from ganstop.masking import mask
 from ganstop.recipe import Recipe, RecipeError
 from ganstop.errors import TrackingLost
-from ganstop.tracking import MlflowLogger, logged_recipe
+from ganstop.tracking import MlflowLogger, logged_recipe, open_store
 from ganstop.train import Callback, Trainer, TrainResult, resolve_device
 
 
@@ -91,6 +91,7 @@ def summary(result: TrainResult, run_id: str, model_uri: str | None) -> str:
 
 def start_run(experiment_name: str | None, run_name: str | None, resume: str | None = None) -> mlflow.ActiveRun:
     """Reopen ``resume``, join the run `mlflow run` created (MLFLOW_RUN_ID), or start a new one."""
+    open_store()
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if resume:
         if launcher and launcher != resume:  # `mlflow run -P resume=...` made a run we do not need

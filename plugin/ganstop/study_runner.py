@@ -16,7 +16,7 @@ from ganstop.errors import WorkersFailed
 from ganstop.masking import mask
 from ganstop.metrics.registry import resolve
 from ganstop.recipe import Recipe
-from ganstop.tracking import check_reachable
+from ganstop.tracking import check_reachable, open_store
 from ganstop.train import resolve_device
 
 
@@ -61,6 +61,7 @@ def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_u
     load_data(recipe)  # a missing dataset is the user's input, not 20 failed trials
     check_reachable()
     storage = search.make_storage(storage_url, heartbeat, grace, retries)
+    open_store()
     name = study_name or f"{recipe.dataset.name}-{recipe.model.family}"
     sampler = search.make_sampler(sampler_seed)
     experiment_id = _experiment_id(experiment_name)

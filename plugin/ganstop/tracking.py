@@ -49,9 +49,6 @@ def check_reachable(timeout: float = 5.0) -> None:
                                   "or MLFLOW_TRACKING_TOKEN")
             if reply.status_code >= 500:
                 raise RecipeError(f"the MLflow tracking server {mask(uri)} failed the request (HTTP {reply.status_code})")
-        elif uri.startswith("sqlite"):
-            with sqlite_schema.creating(uri):  # two commands on a fresh file must not both migrate it
-                MlflowClient().search_experiments(max_results=1)
         elif uri.startswith(("postgresql", "mysql", "mssql")):
             import sqlalchemy
 
@@ -65,6 +62,16 @@ def check_reachable(timeout: float = 5.0) -> None:
             reason = "connection refused or timed out"
         raise RecipeError(f"cannot reach the MLflow tracking store {mask(uri)}: {mask(reason)[:200]}; "
                           "start it or set MLFLOW_TRACKING_URI") from None
+
+
+def open_store() -> None:
+    """Open the tracking store before the first write, once every input is checked (so bad input
+    creates no database). An embedded SQLite store gets its schema one process at a time: two
+    commands started together on a fresh file must not both migrate it."""
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite"):
+        with sqlite_schema.creating(uri):
+            MlflowClient().search_experiments(max_results=1)
 
 
 def logged_recipe(run_id: str) -> Recipe:
