@@ -142,7 +142,7 @@ def load_data(recipe: Recipe) -> Data:
     if cfg.name == "digits":
         images, labels = _digits()
     elif not Path(cfg.root).is_dir():
-        raise RecipeError(f"dataset.root {cfg.root!r} is not a folder")
+        raise RecipeError(f"dataset {cfg.name}: dataset.root {cfg.root!r} is not a folder")
     else:
         raw = _image_folder(cfg.root, cfg.image_size) if cfg.name == "imagefolder" else _torchvision(cfg.name, cfg.root)
         images, labels = raw[0].float() / 127.5 - 1, raw[1]
