@@ -334,7 +334,10 @@ def test_ctrl_c_kills_the_trial_and_exits_non_zero(tmp_path, tracking):
     proc = subprocess.Popen([sys.executable, "-m", "ganstop", "tune", "--recipe", str(slow), "--n-trials", "3",
                              "--storage", storage, "--study-name", "ctrl-c", "--pruner", "none", "--no-progress"],
                             env=cli_env(MLFLOW_TRACKING_URI=tracking), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            # a CI job started in the background inherits SIGINT ignored, and then so
+                            # would the command: give it the terminal's default, as a user's shell does
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.3)

@@ -76,7 +76,7 @@ def test_checkpoint_holds_the_full_state(tmp_path):
 
 def test_lr_follows_the_schedule_during_training(tmp_path):
     trainer = make_trainer(tmp_path, {"train.max_epochs": 4, "stopping.patience": 10, "decay.g_schedule": "exponential",
-                                      "decay.g_final_lr": 0.01})
+                                      "decay.g_final_lr": 0.01, "decay.d_schedule": "none"})
     history = trainer.fit().history
     lr0 = trainer.recipe.train.lr_g
     assert [h["lr_g"] for h in history] == pytest.approx([lr0 * 0.01 ** (e / 4) for e in range(4)])
