@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from ganstop.data import load_data
 from ganstop.evaluator import score
 from ganstop.masking import mask
-from ganstop.metrics.registry import REGISTRY, headline, resolve
+from ganstop.metrics.registry import headline, outputs, resolve
 from ganstop.recipe import RecipeError
 from ganstop.search import DEFAULT_STORAGE, RUN_ATTR, TAG_STUDY
 from ganstop.tracking import TAG_MODEL_URI, check_reachable, logged_recipe
@@ -132,11 +132,10 @@ def _metric(client: MlflowClient, model_name: str, recipe, metric: str | None) -
             metric = None  # no such model yet
     if metric is None:
         return headline(recipe)
-    selected = resolve(recipe).names
-    outputs = {out: mode for name in selected for out, mode in REGISTRY[name].outputs.items()}
-    if metric not in outputs:
-        raise RecipeError(f"--metric {metric!r} is not computed for this model's data; use one of {', '.join(outputs)}")
-    return metric, outputs[metric]
+    directions = outputs(resolve(recipe).names)
+    if metric not in directions:
+        raise RecipeError(f"--metric {metric!r} is not computed for this model's data; use one of {', '.join(directions)}")
+    return metric, directions[metric]
 
 
 @contextlib.contextmanager

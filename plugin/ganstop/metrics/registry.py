@@ -60,6 +60,11 @@ def _unknown(what: str, name: str, options) -> RecipeError:
     return RecipeError(f"unknown {what} {name!r}{hint}; known: {', '.join(options)}")
 
 
+def outputs(names: list[str]) -> dict[str, str]:
+    """Every output of these metrics, with its direction ("min" or "max")."""
+    return {out: mode for name in names for out, mode in REGISTRY[name].outputs.items()}
+
+
 def headline(recipe: Recipe) -> tuple[str, str]:
     """The dataset's headline metric and its direction (fid for images, mode_error for 2D):
     what promotion compares on unless told otherwise, whatever a trial monitored."""
@@ -80,11 +85,11 @@ def resolve(recipe: Recipe) -> Selection:
                               f"{recipe.dataset.name} is {kind}; use {', '.join(default_names)}")
     if "inception_fid" in names and not recipe.metrics.inception_weights:
         raise RecipeError("metric inception_fid needs metrics.inception_weights (a local weights file)")
-    outputs = {out: mode for name in names for out, mode in REGISTRY[name].outputs.items()}
-    monitor = recipe.stopping.monitor or (default_monitor if default_monitor in outputs else next(iter(outputs)))
-    if monitor not in outputs:
-        raise _unknown("stopping.monitor", monitor, outputs)
-    mode = outputs[monitor] if recipe.stopping.mode == "auto" else recipe.stopping.mode
+    directions = outputs(names)
+    monitor = recipe.stopping.monitor or (default_monitor if default_monitor in directions else next(iter(directions)))
+    if monitor not in directions:
+        raise _unknown("stopping.monitor", monitor, directions)
+    mode = directions[monitor] if recipe.stopping.mode == "auto" else recipe.stopping.mode
     with_se = {out for name in names for out in REGISTRY[name].se}
     if (recipe.stopping.min_delta == "auto" or recipe.stopping.min_delta_mode == "se") and monitor not in with_se:
         raise RecipeError(f"stopping.min_delta in standard errors needs a monitor with one, and {monitor} has none; "
