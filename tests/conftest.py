@@ -65,7 +65,9 @@ def tiny(name: str = "ring8", **extra) -> list[tuple[str, object]]:
         "digits": {"train.max_epochs": 2, "stopping.warmup": 1, "metrics.classifier_epochs": 3,
                    "model.width": 16},
     }[name]
-    return list({**base, **extra}.items())
+    # a check every epoch and a checkpoint after each: tests count on both, whatever the machine's speed
+    fixed = {"metrics.every": 1, "train.checkpoint_seconds": 0}
+    return list({**fixed, **base, **extra}.items())
 
 
 def cli_env(**extra) -> dict[str, str]:
@@ -84,8 +86,9 @@ def tiny_search_recipe(epochs: int, long: int, short: int = 1) -> str:
 TINY_SEARCH_RECIPE = """
 dataset: {name: ring8, n_train: 2000, n_val: 500}
 model: {family: mlp, z_dim: 8, width: 32, depth: 2, d_norm: none}
-train: {max_epochs: %(epochs)d, batch_size: 200}
+train: {max_epochs: %(epochs)d, batch_size: 200, checkpoint_seconds: 0}
 stopping: {monitor: mode_kl, patience: 3, min_delta: 1.0, warmup: 0}
+metrics: {every: 1}
 search:
   compute_weight: 0.1
   space:

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from conftest import ROOT, cli_env
 
 pytestmark = pytest.mark.slow
-TINY = "stopping.warmup=1 metrics.classifier_epochs=3 model.width=16 metrics.grid_size=16"
+TINY = "stopping.warmup=1 metrics.classifier_epochs=3 model.width=16 metrics.grid_size=16 metrics.every=1"
 
 
 def mlflow_run(tracking: str, *params: str, entry: str = "main") -> subprocess.CompletedProcess:

@@ -241,7 +241,7 @@ def test_storage_password_never_reaches_mlflow(search_recipe, tracking, postgres
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tracking, tmp_path):
     settings = ["--recipe", str(RING), "--max-epochs", "12", "--no-progress", "--set",
                 "dataset.n_train=30000 dataset.n_val=500 train.batch_size=100 model.width=32 "
-                "stopping.warmup=1 stopping.patience=4 stopping.min_delta=0.02"]
+                "stopping.warmup=1 stopping.patience=4 stopping.min_delta=0.02 metrics.every=1 train.checkpoint_seconds=0"]
     env = cli_env(MLFLOW_TRACKING_URI=tracking)
     base = [sys.executable, "-m", "ganstop", "train"]
     straight = subprocess.run(base + settings + ["--run-name", "straight"], env=env, capture_output=True, text=True,

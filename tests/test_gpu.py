@@ -57,7 +57,7 @@ def test_the_non_resident_data_path(tmp_path, monkeypatch):
 
 def test_resume_after_a_kill_on_the_gpu(tracking, tmp_path):
     settings = ["--recipe", str(DIGITS), "--max-epochs", "6", "--device", "cuda", "--no-progress", "--set",
-                "stopping.warmup=1 metrics.classifier_epochs=3 model.width=16"]
+                "stopping.warmup=1 metrics.classifier_epochs=3 model.width=16 metrics.every=1 train.checkpoint_seconds=0"]
     env = cli_env(MLFLOW_TRACKING_URI=tracking)
     run_id = train_then_kill(settings, env)
     resumed = subprocess.run([sys.executable, "-m", "ganstop", "train", "--resume", run_id, "--no-progress"], env=env,

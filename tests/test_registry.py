@@ -14,7 +14,7 @@ from conftest import ROOT, cli_env, invoke, mlflow_server
 
 pytestmark = pytest.mark.slow
 NAME = "digits-gan"
-TINY = "stopping.warmup=0 metrics.classifier_epochs=3"
+TINY = "stopping.warmup=0 metrics.classifier_epochs=3 metrics.every=1"
 
 
 @pytest.fixture(scope="module")

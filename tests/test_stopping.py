@@ -16,7 +16,7 @@ def feed(stopper: EarlyStopper, values, start: int = 1):
     return None
 
 
-def test_patience_counts_checks_without_improvement():
+def test_patience_counts_epochs_without_improvement():
     stopper = EarlyStopper(mode="min", patience=3)
     assert feed(stopper, [5, 4, 4.5, 4.2, 4.1]) == (5, StopReason.PATIENCE_EXHAUSTED)
     assert stopper.best == 4 and stopper.best_epoch == 2
@@ -112,10 +112,22 @@ def test_trend_stops_when_the_projected_gain_is_below_min_delta():
     assert feed(rising, [0.1 * e for e in range(40)]) is None
 
 
-def test_trend_projects_in_epochs_when_checks_are_spaced():
-    stopper = EarlyStopper(mode="min", patience=2, min_delta=1.0, criteria=["trend"], window=3)
-    for epoch in (5, 10, 15):  # 0.15 per epoch = 0.75 per check: 2 checks project 1.5 > 1.0
-        assert stopper.update(epoch, 10 - 0.15 * epoch).stop is None
+def test_trend_projects_over_patience_epochs_when_checks_are_spaced():
+    falling = [(epoch, 10 - 0.15 * epoch, None) for epoch in range(5, 61, 5)]  # 0.15 per epoch, a check every 5
+    patient = EarlyStopper(mode="min", patience=10, min_delta=1.0, criteria=["trend"], window=15)
+    assert patient.replay(falling, last_epoch=60).stop_reason == StopReason.MAX_EPOCHS  # 10 epochs project 1.5 > 1
+    hasty = EarlyStopper(mode="min", patience=5, min_delta=1.0, criteria=["trend"], window=15)
+    assert hasty.replay(falling, last_epoch=60).stopped_epoch == 20  # 5 epochs project 0.75; 15 epochs seen at 20
+
+
+def test_patience_counts_epochs_so_spacing_checks_does_not_move_the_stop():
+    curve = [10 / e for e in range(1, 21)] + [0.5] * 60  # improves to epoch 20, then flat
+    stops = {}
+    for every in (1, 2, 5, 10):
+        checks = [(e, curve[e - 1], None) for e in range(every, len(curve) + 1, every)]
+        stopper = EarlyStopper(mode="min", patience=20, min_delta=0.01).replay(checks, last_epoch=len(curve))
+        stops[every] = (stopper.stopped_epoch, stopper.best_epoch)
+    assert stops == {1: (40, 20), 2: (40, 20), 5: (40, 20), 10: (40, 20)}
 
 
 def test_generalization_loss_stops_on_degradation_from_the_best():
@@ -161,7 +173,7 @@ def test_warmup_is_keras_start_from_epoch():
 def test_replay_handles_checks_spaced_by_metrics_every():
     values = [9, 8, 7.9, 7.95, 7.8, 7.85, 7.9, 7.7, 7.9, 7.9, 7.6]  # metrics.every=3, then the last epoch
     checks = [(epoch, value, None) for epoch, value in zip([*range(3, 31, 3), 31], values)]
-    stopper = EarlyStopper(mode="min", patience=2, min_delta=0.5).replay(checks, last_epoch=31)
+    stopper = EarlyStopper(mode="min", patience=6, min_delta=0.5).replay(checks, last_epoch=31)
     assert (stopper.stopped_epoch, stopper.stop_reason, stopper.best_epoch) == (12, StopReason.PATIENCE_EXHAUSTED, 9)
     patient = EarlyStopper(mode="min", patience=50).replay(checks, last_epoch=31)
     assert (patient.stopped_epoch, patient.stop_reason, patient.best_epoch) == (31, StopReason.MAX_EPOCHS, 31)

@@ -28,7 +28,7 @@ class Recorder(Callback):
         self.events.append(("start",))
 
     def on_validation_end(self, epoch, metrics, samples, check):
-        self.events.append(("validation", epoch, sorted(metrics), tuple(samples.shape)))
+        self.events.append(("validation", epoch, sorted(metrics), None if samples is None else tuple(samples.shape)))
 
     def on_epoch_end(self, epoch, logs):
         self.events.append(("epoch", epoch, sorted(logs)))

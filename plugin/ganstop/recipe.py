@@ -64,6 +64,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC for conv models on CUDA
     compile: bool = False  # torch.compile the training step modules (CUDA)
     keep_checkpoints: str = "best_last"  # once the run's model is logged: best_last | all | none
+    checkpoint_seconds: float = 300.0  # the full resumable state at most this often (0: every epoch), and at the end
 
 
 @dataclass
@@ -95,7 +96,7 @@ class StoppingConfig:
     mode: str = "auto"  # auto (from the metric) | min | max
     criteria: list[str] = field(default_factory=lambda: ["patience"])  # patience | trend | gl | pq | up
     combine: str = "any"  # stop when any / all of the criteria say so
-    patience: int = 10  # validation checks without an improvement larger than min_delta
+    patience: int = 10  # epochs (as Keras counts) without an improvement larger than min_delta
     min_delta: float | str = 0.0  # a number, or auto: 1 standard error of the difference (min_delta_mode se)
     min_delta_mode: str = "absolute"  # absolute | relative (fraction of the reference) | se (standard errors)
     delta_reference: str = "improvement"  # improvement (Keras, Lightning) | best (every gain moves the bar, Ignite)
@@ -104,8 +105,8 @@ class StoppingConfig:
     stopping_threshold: float | None = None  # stop as soon as the metric is this good
     divergence_threshold: float | None = None  # stop as soon as the metric is this bad
     check_finite: bool = True
-    window: int = 10  # trend: checks the Theil-Sen slope is fitted on
-    strip: int = 5  # pq, up: Prechelt's strip length, in checks
+    window: int = 10  # trend: the Theil-Sen slope is fitted on the checks of the last `window` epochs
+    strip: int = 5  # pq, up: Prechelt's strip length, in epochs
     gl_alpha: float = 5.0  # gl: percent worse than the best
     pq_alpha: float = 0.75  # pq: generalization loss per unit of progress
     up_strips: int = 3  # up: successive strips that each end worse
@@ -114,13 +115,15 @@ class StoppingConfig:
 @dataclass
 class MetricsConfig:
     names: list[str] = field(default_factory=lambda: ["auto"])  # auto: the dataset's set
-    every: int = 1  # validate every N epochs (and at the last one)
+    budget: float = 0.05  # checks, and all else the loop does besides training, take at most this share of it
+    every: int | None = None  # a fixed check every N epochs (and at the last) instead of the budget
     n_samples: int = 0  # generated samples per check; 0: as many as held-out reals
     kid_subset_size: int = 100
     classifier_epochs: int = 8  # training of the cached feature classifier
     cache_dir: str = ""  # feature-classifier cache; empty: $GANSTOP_CACHE or ~/.cache/ganstop
     inception_weights: str = ""  # path to FID Inception weights; enables inception_fid
     grid_size: int = 64  # images in the logged sample grid
+    grid_every: int = 5  # a sample grid every N checks, on every new best, and at the last check
 
 
 @dataclass
@@ -162,13 +165,13 @@ CHOICES = {
     "stopping.combine": ("any", "all"),
 }
 POSITIVE = ("model.z_dim", "model.width", "model.depth", "train.max_epochs", "train.batch_size",
-            "train.lr_g", "train.lr_d", "train.d_steps", "decay.step_every", "metrics.every",
+            "train.lr_g", "train.lr_d", "train.d_steps", "decay.step_every", "metrics.grid_every",
             "dataset.n_train", "dataset.n_val", "dataset.n_test", "metrics.kid_subset_size", "metrics.grid_size",
             "metrics.classifier_epochs", "decay.g_final_lr", "decay.d_final_lr", "stopping.strip",
             "stopping.up_strips", "stopping.gl_alpha", "stopping.pq_alpha")
 NON_NEGATIVE = ("stopping.patience", "stopping.warmup", "train.r1_gamma", "decay.g_weight_decay",
                 "decay.d_weight_decay", "decay.d_penalty_lambda", "metrics.n_samples",
-                "dataset.image_size", "ema.start_epoch")
+                "dataset.image_size", "ema.start_epoch", "train.checkpoint_seconds")
 UNIT_INTERVAL = ("train.beta1", "train.beta2", "ema.decay", "dataset.val_fraction", "dataset.test_fraction")
 
 
@@ -339,6 +342,11 @@ def validate(recipe: Recipe) -> None:
     for key in UNIT_INTERVAL:
         if not 0 <= flat[key] < 1:
             raise RecipeError(f"{key} must be in [0, 1), not {flat[key]!r}")
+    if not 0 < recipe.metrics.budget <= 1:
+        raise RecipeError(f"metrics.budget must be a share of training time in (0, 1], not {recipe.metrics.budget!r}")
+    if recipe.metrics.every is not None and recipe.metrics.every < 1:
+        raise RecipeError(f"metrics.every must be >= 1 epoch, or empty to schedule checks by metrics.budget, "
+                          f"not {recipe.metrics.every!r}")
     device = recipe.train.device
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise RecipeError(f"train.device must be auto, cpu, cuda or cuda:N, not {device!r}")
@@ -383,7 +391,7 @@ def _validate_stopping(recipe: Recipe) -> None:
     if not st.criteria:
         raise RecipeError(f"stopping.criteria must name at least one of {', '.join(CRITERIA)}")
     if st.window < 3:
-        raise RecipeError(f"stopping.window must be >= 3 checks to fit a slope, not {st.window}")
+        raise RecipeError(f"stopping.window must be >= 3 epochs to fit a slope, not {st.window}")
 
 
 def to_yaml(recipe: Recipe) -> str:

@@ -35,8 +35,8 @@ class StopReason(str, Enum):
 
 
 CRITERIA = {  # recipe name -> the reason a stop by it is logged under
-    "patience": StopReason.PATIENCE_EXHAUSTED,  # Keras/Lightning: `patience` checks without a min_delta gain
-    "trend": StopReason.TREND_FLAT,  # Theil-Sen slope projects less than min_delta over `patience` checks
+    "patience": StopReason.PATIENCE_EXHAUSTED,  # Keras: `patience` epochs without a min_delta gain
+    "trend": StopReason.TREND_FLAT,  # Theil-Sen slope projects less than min_delta over `patience` epochs
     "gl": StopReason.GENERALIZATION_LOSS,  # Prechelt GL_alpha: % worse than the best
     "pq": StopReason.PROGRESS_QUOTIENT,  # Prechelt PQ_alpha: GL over the strip's progress
     "up": StopReason.SUCCESSIVE_WORSENING,  # Prechelt UP_s: worse at the end of s successive strips
@@ -57,7 +57,12 @@ class Check:
 
 @dataclass
 class EarlyStopper:
-    """Decides when to stop from the monitored metric, counted in validation checks.
+    """Decides when to stop from the monitored metric; every length is counted in epochs.
+
+    Checks need not come every epoch (``metrics.every``, or a time budget that spaces them by
+    what validation costs on this hardware), so ``patience``, ``window`` and ``strip`` are
+    epochs, as Keras counts patience: the same recipe stops at the same epoch on a laptop and
+    on a GPU. With a check every epoch this is exactly Lightning's count of checks.
 
     ``best_epoch`` follows every strict improvement (the exact best epoch is what gets
     restored), while patience only resets on a gain larger than ``min_delta`` over the
@@ -79,19 +84,20 @@ class EarlyStopper:
     check_finite: bool = True
     criteria: tuple[str, ...] = ("patience",)
     combine: str = "any"
-    window: int = 10  # trend: the checks the slope is fitted on
-    strip: int = 5  # pq and up: Prechelt's strip length k, in checks
+    window: int = 10  # trend: the slope is fitted on the checks of the last `window` epochs
+    strip: int = 5  # pq and up: Prechelt's strip length k, in epochs
     gl_alpha: float = 5.0  # gl: stop when more than this many percent worse than the best
     pq_alpha: float = 0.75  # pq: stop when GL / progress exceeds this
     up_strips: int = 3  # up: s, the successive strips that must each end worse
 
     best: float | None = field(default=None, init=False)
     best_epoch: int | None = field(default=None, init=False)
-    wait: int = field(default=0, init=False)
+    wait: int = field(default=0, init=False)  # epochs since the last improvement (or warm-up's end)
     stop_reason: str | None = field(default=None, init=False)
     stopped_epoch: int | None = field(default=None, init=False)
     checks: list[tuple[int, float, float | None]] = field(default_factory=list, init=False)  # monitored
     _reference: tuple[float, float | None] | None = field(default=None, init=False)  # value, its se
+    _since: int = field(default=0, init=False)  # epoch of the last improvement; warm-up's end before one
 
     def __post_init__(self) -> None:
         self.criteria = tuple(self.criteria)
@@ -111,6 +117,7 @@ class EarlyStopper:
             raise ValueError("window must be >= 3, strip and up_strips >= 1, gl_alpha and pq_alpha > 0")
         if self.baseline is not None:
             self._reference = (self.baseline, 0.0)
+        self._since = self.warmup
 
     @classmethod
     def from_config(cls, config: object, mode: str) -> "EarlyStopper":
@@ -148,21 +155,27 @@ class EarlyStopper:
 
     # ----- the criteria: each says, at the latest check, whether it wants to stop ----------
     def _fires(self, criterion: str, improved: bool) -> bool:
-        values = [value for _, value, _ in self.checks]
+        epoch, value, _ = self.checks[-1]
         if criterion == "patience":
             return not improved and self.wait >= self.patience
         if criterion == "trend":
             return self._trend_flat()
         if criterion == "gl":
-            return self._generalization_loss(values[-1]) > self.gl_alpha
+            return self._generalization_loss(value) > self.gl_alpha
         if criterion == "pq":  # progress over the strip before this check, which it must not inflate
-            if len(values) <= self.strip:
+            if self.checks[0][0] > epoch - self.strip:
                 return False
-            gl, progress = self._generalization_loss(values[-1]), self._progress(values[-self.strip - 1:-1])
+            strip = [v for e, v, _ in self.checks[:-1] if e >= epoch - self.strip] or [self.checks[-2][1]]
+            gl, progress = self._generalization_loss(value), self._progress(strip)
             return gl > 0 and (progress == 0 or gl / progress > self.pq_alpha)
-        # up: the strip-end values of the last up_strips strips each got worse
-        ends = values[::-1][: self.strip * self.up_strips + 1: self.strip]
-        return len(ends) == self.up_strips + 1 and all(self._gain(a, b) < 0 for a, b in zip(ends, ends[1:]))
+        # up: the values at the ends of the last up_strips strips each got worse
+        ends = [self._value_at(epoch - i * self.strip) for i in range(self.up_strips + 1)]
+        return None not in ends and all(self._gain(a, b) < 0 for a, b in zip(ends, ends[1:]))
+
+    def _value_at(self, epoch: int) -> float | None:
+        """The value of the latest check at or before ``epoch``: where a strip ended when checks
+        are spaced; None before the first monitored check."""
+        return next((v for e, v, _ in reversed(self.checks) if e <= epoch), None)
 
     def _generalization_loss(self, value: float) -> float:
         """Prechelt's GL: percent worse than the best, for either direction of the metric."""
@@ -175,15 +188,17 @@ class EarlyStopper:
         return 1000 * abs(statistics.fmean(strip) - best) / max(abs(best), 1e-12)
 
     def _trend_flat(self) -> bool:
-        """Theil-Sen slope over the last ``window`` checks, projected over ``patience`` more checks."""
-        if len(self.checks) < self.window:
+        """Theil-Sen slope over the checks of the last ``window`` epochs (at least 3 checks),
+        projected over ``patience`` more epochs."""
+        last = self.checks[-1][0]
+        if self.checks[0][0] > last - self.window + 1 or len(self.checks) < 3:
             return False
         from scipy.stats import theilslopes  # the stopper stays importable without scipy's load time
 
-        recent = self.checks[-self.window:]
-        epochs, values = [c[0] for c in recent], [c[1] for c in recent]
-        slope = theilslopes(values, epochs).slope
-        horizon = max(self.patience, 1) * (epochs[-1] - epochs[0]) / (len(epochs) - 1)
+        recent = [c for c in self.checks if c[0] > last - self.window]
+        recent = recent if len(recent) >= 3 else self.checks[-3:]
+        slope = theilslopes([c[1] for c in recent], [c[0] for c in recent]).slope
+        horizon = max(self.patience, 1)
         projected = -slope * horizon if self.mode == "min" else slope * horizon
         se = recent[-1][2]
         return projected <= self._delta(self.best, se, se)
@@ -216,7 +231,9 @@ class EarlyStopper:
         moves = self.delta_reference == "best" and (self._reference is None or self._better(value, self._reference[0]))
         if improved or moves:
             self._reference = (value, se)
-        self.wait = 0 if improved else self.wait + 1
+        if improved:
+            self._since = epoch
+        self.wait = epoch - self._since
 
         stop = None
         if self.stopping_threshold is not None and not self._better(self.stopping_threshold, value):
@@ -253,6 +270,7 @@ class EarlyStopper:
             "best": self.best,
             "best_epoch": self.best_epoch,
             "wait": self.wait,
+            "since": self._since,
             "reference": list(self._reference) if self._reference else None,
             "checks": [list(c) for c in self.checks],
             "stop_reason": self.stop_reason,
@@ -264,4 +282,5 @@ class EarlyStopper:
         reference = state["reference"]
         self._reference = (reference, None) if isinstance(reference, float) else tuple(reference) if reference else None
         self.checks = [tuple(c) for c in state.get("checks", [])]  # absent in checkpoints of ganstop 0.1
+        self._since = state.get("since", self.checks[-1][0] - self.wait if self.checks else self.warmup)
         self.stop_reason, self.stopped_epoch = state["stop_reason"], state["stopped_epoch"]

@@ -140,7 +140,10 @@ class MlflowLogger(Callback):
         metrics = [m for h in history if h["epoch"] not in self._sent_before for m in _epoch_metrics(h["epoch"], h, now)]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor, check: Check) -> None:
+    def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor | None,
+                          check: Check) -> None:
+        if samples is None:  # not a check that draws (metrics.grid_every)
+            return
         name = f"samples/epoch_{epoch:04d}.png"
         title = f"epoch {epoch}  {self.trainer.monitor}={metrics[self.trainer.monitor]:.4g}"
         if samples.ndim == 4:
@@ -167,8 +170,14 @@ class MlflowLogger(Callback):
             in_flight.wait()
 
     def on_train_end(self, result: TrainResult) -> None:
+        self.log_result(result)
+        self.log_best_model(result)
+
+    def log_result(self, result: TrainResult) -> None:
+        """The run's outcome: final metrics, the stop reason, the curves."""
         self.flush()
-        finals = {"stopped_epoch": result.stopped_epoch, "train_seconds": result.seconds}
+        finals = {"stopped_epoch": result.stopped_epoch, "train_seconds": result.seconds,
+                  "overhead_share": result.overhead_share}
         if result.best_epoch is not None:
             finals |= {"restored_epoch": result.best_epoch, "best_score": result.best_value,
                        f"best_{result.monitor}": result.best_value}
@@ -177,6 +186,9 @@ class MlflowLogger(Callback):
             self.client.log_metric(self.run_id, key, float(value))
         self.client.set_tag(self.run_id, TAG_STOP_REASON, result.stop_reason)
         self._log_bytes(plots.curves(result.history, result.monitor, result.best_epoch), "curves.png")
+
+    def log_best_model(self, result: TrainResult) -> None:
+        """The best-epoch generator as an MLflow model: a one-off upload at the end of the run."""
         if result.best_generator is not None:
             info = log_model(result.best_generator, self.recipe.model.z_dim, self.trainer.data.sample_shape)
             self.model_uri = info.model_uri

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ganstop import models, schedules
+from ganstop.cadence import CheckSchedule
 from ganstop.checkpoint import load_first_readable, save_atomic
 from ganstop.data import Data
 from ganstop.metrics.registry import Evaluator
@@ -25,12 +26,14 @@ GEN_CHUNK = 1024
 
 
 class Callback:
-    """Hooks the loop calls; every method is optional. Validation samples: up to
-    metrics.grid_size images, or every generated point for 2D data."""
+    """Hooks the loop calls; every method is optional. Validation samples, when the check is
+    one that draws a picture (``metrics.grid_every``, a new best, the last check): up to
+    metrics.grid_size images, or every generated point for 2D data; None otherwise."""
 
     def on_train_start(self, trainer: "Trainer") -> None: ...
 
-    def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor, check: Check) -> None: ...
+    def on_validation_end(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor | None,
+                          check: Check) -> None: ...
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
 
@@ -48,6 +51,7 @@ class TrainResult:
     best_generator: nn.Module | None  # models.Sampler with the best-epoch (EMA) weights, on CPU
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    overhead_share: float = 0.0  # time in the loop besides training, as a share of training time
     test_metrics: dict[str, float] = field(default_factory=dict)  # the best generator on the test split
 
 
@@ -123,7 +127,13 @@ class Trainer:
             # two pinned buffers: one is gathered into while the other's copy is in flight
             self._buffers = [torch.empty((recipe.train.batch_size, *data.sample_shape)).pin_memory() for _ in range(2)]
             self._copied: list[torch.cuda.Event | None] = [None, None]
-        self.best_state: dict | None = None  # what best.pt holds, kept for the full checkpoint
+        # The best generator lives in memory; best.pt is written with the next full checkpoint,
+        # so a crash loses at most one checkpoint interval and best.pt always matches last.pt.
+        self.best_state: dict | None = None
+        self._best_saved = True
+        self.schedule = CheckSchedule(recipe.metrics.budget, recipe.metrics.every)
+        self._saved_at = time.monotonic()
+        self._checks = 0
         gen = torch.Generator().manual_seed(recipe.train.seed + 1)
         self.val_z = torch.randn(evaluator.n_samples, recipe.model.z_dim, generator=gen).to(self.device)
         self.epoch = 0
@@ -149,6 +159,8 @@ class Trainer:
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "history": self.history,
+            "schedule": self.schedule.state_dict(),
+            "checks": self._checks,
             "best": self.best_state,  # rides along, so best.pt always matches the stopper on resume
         }
 
@@ -163,12 +175,25 @@ class Trainer:
         self.sched_g.load_state_dict(state["sched_g"])
         self.sched_d.load_state_dict(state["sched_d"])
         self.stopper.load_state_dict(state["stopper"])
+        self.schedule.load_state_dict(state.get("schedule", {}))  # absent before ganstop 0.3
+        self._checks = state.get("checks", len(self.stopper.checks))
         self.best_state = state["best"]
         if self.best_state is not None:
             save_atomic(self.best_state, self.best_path)
         torch.set_rng_state(state["rng_cpu"])
         if state["rng_cuda"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+    def save_checkpoint(self) -> None:
+        """The full resumable state (and the best generator, if it changed since the last one)."""
+        if not self._best_saved and self.best_state is not None:
+            save_atomic(self.best_state, self.best_path)
+            self._best_saved = True
+        save_atomic(self.state_dict(), self.last_path, keep_previous=True)
+        self._saved_at = time.monotonic()
+
+    def _checkpoint_due(self) -> bool:
+        return time.monotonic() - self._saved_at >= self.recipe.train.checkpoint_seconds
 
     def resume(self) -> bool:
         """Continue from the newest readable full checkpoint; False when starting fresh."""
@@ -248,7 +273,7 @@ class Trainer:
         sampler = models.Sampler(generator or self.eval_generator(), self.data.kind == "image").eval()
         return torch.cat([sampler(chunk) for chunk in z.split(GEN_CHUNK)])
 
-    def _validate(self) -> tuple[dict[str, float], torch.Tensor, Check]:
+    def _validate(self, last: bool) -> tuple[dict[str, float], torch.Tensor | None, Check]:
         # Validation must not move the training RNG: the trajectory is then the same whatever
         # the validation schedule, and a resumed run replays the uninterrupted one.
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
@@ -259,30 +284,39 @@ class Trainer:
         if check.is_best:
             generator = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_generator().state_dict().items()}
             self.best_state = {"epoch": self.epoch, "value": metrics[self.monitor], "generator": generator}
-            save_atomic(self.best_state, self.best_path)
+            self._best_saved = False
+        self._checks += 1
+        drawn = check.is_best or last or check.stop or self._checks == 1 or self._checks % self.recipe.metrics.grid_every == 0
+        if not drawn:
+            return metrics, None, check
         shown = samples[: self.recipe.metrics.grid_size] if self.data.kind == "image" else samples  # a scatter wants all
         return metrics, shown.cpu(), check
 
     # ----- the run -----------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        tc, every = self.recipe.train, self.recipe.metrics.every
+        """Train to the end of the budget or the stopper's word. Per epoch: train, then a check
+        when the schedule says so, then a full checkpoint when ``train.checkpoint_seconds`` have
+        passed; a last checkpoint at the end. Everything but training is timed into the schedule."""
+        last_epoch = self.recipe.train.max_epochs
         for cb in self.callbacks:
             cb.on_train_start(self)
         started = time.perf_counter()
-        bar = tqdm(range(self.epoch + 1, tc.max_epochs + 1), initial=self.epoch, total=tc.max_epochs,
+        first = self.epoch + 1 if not self.stopper.stopped else last_epoch + 1  # resuming a finished run
+        bar = tqdm(range(first, last_epoch + 1), initial=self.epoch, total=last_epoch,
                    desc="epochs", unit="epoch", disable=not self.progress, dynamic_ncols=True)
         for epoch in bar:
             self.epoch = epoch
             t0 = time.perf_counter()
             logs = self._train_epoch()
-            seconds = time.perf_counter() - t0
-            logs["epoch_seconds"] = seconds
-            logs["samples_per_second"] = logs.pop("samples") / seconds
+            trained = time.perf_counter()
+            logs["epoch_seconds"] = trained - t0
+            logs["samples_per_second"] = logs.pop("samples") / (trained - t0)
             stop = self.stopper.update_losses(epoch, {"d_loss": logs["d_loss"], "g_loss": logs["g_loss"]})
-            if stop is None and (epoch % every == 0 or epoch == tc.max_epochs):
-                metrics, samples, check = self._validate()
+            checked = stop is None and self.schedule.due(epoch, last_epoch)
+            if checked:
+                metrics, samples, check = self._validate(last=epoch == last_epoch)
                 logs.update(metrics)
-                logs["validation_seconds"] = time.perf_counter() - t0 - seconds
+                logs["validation_seconds"] = time.perf_counter() - trained
                 stop = check.stop
                 for cb in self.callbacks:
                     cb.on_validation_end(epoch, metrics, samples, check)
@@ -290,19 +324,21 @@ class Trainer:
                 bar.set_postfix({self.monitor: f"{metrics[self.monitor]:.4g}",
                                  "best": "-" if best is None else f"{best:.4g}@{self.stopper.best_epoch}"})
             self.history.append({"epoch": epoch, **logs})
-            if stop is None and epoch % every == 0:
-                save_atomic(self.state_dict(), self.last_path, keep_previous=True)
+            if stop is None and epoch < last_epoch and self._checkpoint_due():
+                self.save_checkpoint()
             for cb in self.callbacks:
                 cb.on_epoch_end(epoch, logs)
+            self.schedule.spent(trained - t0, time.perf_counter() - trained, checked)
             if stop is not None:
                 break
         bar.close()
         if not self.stopper.stopped:
             self.stopper.exhaust(self.epoch)
+        self.save_checkpoint()
         best = self.best_sampler()
         result = TrainResult(self.monitor, self.mode, self.stopper.stop_reason, self.stopper.stopped_epoch,
                              self.stopper.best_epoch, self.stopper.best, best, self.history,
-                             time.perf_counter() - started, self._test_scores(best))
+                             time.perf_counter() - started, self.schedule.share(), self._test_scores(best))
         for cb in self.callbacks:
             cb.on_train_end(result)
         return result
@@ -320,9 +356,8 @@ class Trainer:
 
     def best_sampler(self) -> nn.Module | None:
         """The best-epoch generator as a CPU ``Sampler``, or None if no check ever ran."""
-        if not self.best_path.is_file():
+        if self.best_state is None:
             return None
-        state = torch.load(self.best_path, map_location="cpu", weights_only=True)
         generator, _ = models.build(self.recipe.model, self.data.sample_shape)
-        generator.load_state_dict(state["generator"])
+        generator.load_state_dict(self.best_state["generator"])
         return models.Sampler(generator, self.data.kind == "image").eval()
