@@ -27,7 +27,8 @@ from ganstop import models, recipe as rc, schedules
 from ganstop.data import load_data
 from ganstop.metrics.registry import Evaluator
 from ganstop.tracking import MlflowLogger, log_model
-from ganstop.train import Trainer, _g_loss, _losses, _r1_penalty, resolve_device
+from ganstop.losses import OBJECTIVES, gradient_penalty, r1_penalty
+from ganstop.train import Trainer, resolve_device
 
 
 def bare_loop(recipe: rc.Recipe, data, epochs: int, device: torch.device) -> float:
@@ -41,7 +42,7 @@ def bare_loop(recipe: rc.Recipe, data, epochs: int, device: torch.device) -> flo
     sched_g = schedules.scheduler(opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
     sched_d = schedules.scheduler(opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
     ema = schedules.ema(G, recipe.ema.decay) if recipe.ema.enabled else None
-    x, batch = data.train.to(device), tc.batch_size
+    x, batch, objective = data.train.to(device), tc.batch_size, OBJECTIVES[tc.loss]
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=tc.amp and device.type == "cuda" and data.kind == "image")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -56,14 +57,16 @@ def bare_loop(recipe: rc.Recipe, data, epochs: int, device: torch.device) -> flo
                 with autocast:
                     fake = G(torch.randn(batch, recipe.model.z_dim, device=device))
                     real_logits = D(real_in)
-                    d_loss = _losses(tc.loss, real_logits, D(fake.detach()))
+                    d_loss = objective.discriminator(real_logits, D(fake.detach()))
+                    if objective.gradient_penalty:
+                        d_loss = d_loss + tc.gp_lambda * gradient_penalty(D, real, fake)
                     if tc.r1_gamma:
-                        d_loss = d_loss + tc.r1_gamma / 2 * _r1_penalty(real_logits, real_in)
+                        d_loss = d_loss + tc.r1_gamma / 2 * r1_penalty(real_logits, real_in)
                 opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 opt_d.step()
             with autocast:
-                g_loss = _g_loss(tc.loss, D(fake))
+                g_loss = objective.generator(D(fake))
             opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             opt_g.step()

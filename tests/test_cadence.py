@@ -26,7 +26,7 @@ def simulate(schedule: CheckSchedule, epochs: int, train: float, check: float, p
 def test_the_budget_holds_however_fast_the_epoch_is(train, check):
     schedule = CheckSchedule(budget=0.05)
     checked = simulate(schedule, 2000, train, check)
-    assert checked[0] == 1 and checked[-1] == 2000  # the first check measures the price, the last is always
+    assert checked[0] == 1 and checked[-1] == 2000  # nothing spent yet: the first check measures the price
     assert schedule.other_seconds <= 0.05 * schedule.train_seconds + check  # one check over, at most
     spaced = max(1, round(check / (0.05 * train)))  # what the budget affords
     gaps = {b - a for a, b in zip(checked[1:-2], checked[2:-1])}
@@ -46,25 +46,25 @@ def test_fixed_every_ignores_the_budget_and_the_state_round_trips():
     assert (copy.train_seconds, copy.other_seconds, copy.check_seconds) == (10.0, 400.0, 100.0)
 
 
-class SlowPictures(Recorder):
-    """A check that costs a second: far above 5% of a tiny epoch, so the budget spaces checks."""
+class SlowStart(Recorder):
+    """A start (params, recipe) that costs 2 s: far above 5% of six tiny epochs' training."""
 
-    def on_validation_end(self, epoch, metrics, samples, check):
-        super().on_validation_end(epoch, metrics, samples, check)
-        time.sleep(1.0)
+    def on_train_start(self, trainer):
+        super().on_train_start(trainer)
+        time.sleep(2.0)
 
 
-def test_the_trainer_spaces_checks_by_the_budget_and_counts_in_epochs(tmp_path):
-    recorder = SlowPictures()
+def test_the_budget_pays_for_the_start_and_the_stopper_still_counts_in_epochs(tmp_path):
+    recorder = SlowStart()
     trainer = make_trainer(tmp_path, {"train.max_epochs": 6, "metrics.every": None, "metrics.budget": 0.05,
                                       "stopping.patience": 100}, [recorder])
     result = trainer.fit()
-    # 6 tiny epochs train in well under the 20 s that would pay for a second 1 s check
-    assert [e[1] for e in recorder.events if e[0] == "validation"] == [1, 6]
+    # six tiny epochs train in well under the 40 s whose 5% would pay for the start: only the last check
+    assert [e[1] for e in recorder.events if e[0] == "validation"] == [6]
     assert [h["epoch"] for h in result.history] == [1, 2, 3, 4, 5, 6]  # every epoch's losses, checks or not
-    assert [h["epoch"] for h in result.history if trainer.monitor in h] == [1, 6]
-    assert result.stopped_epoch == 6 and result.best_epoch == 6  # warmup 1: epoch 1 is not monitored
-    assert result.overhead_share > 0.05  # the one check over budget the first measurement costs, reported
+    assert [h["epoch"] for h in result.history if trainer.monitor in h] == [6]
+    assert result.stopped_epoch == 6 and result.best_epoch == 6
+    assert result.overhead_share > 0.05  # what the run really spent besides training, reported
 
 
 def test_pictures_on_the_first_check_every_new_best_every_nth_check_and_the_last(tmp_path):

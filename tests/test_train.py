@@ -203,7 +203,7 @@ def test_a_nan_at_the_first_check_stops_or_runs_on_without_crashing(tmp_path, ch
 
 
 def test_r1_penalty_is_the_squared_gradient_norm_on_real_data(tmp_path):
-    from ganstop.train import _r1_penalty
+    from ganstop.losses import r1_penalty as _r1_penalty
 
     linear = torch.nn.Linear(2, 1)
     real = torch.randn(16, 2, requires_grad=True)
@@ -269,3 +269,27 @@ def test_an_image_folder_without_images_is_one_clear_error(tmp_path):
     (tmp_path / "empty" / "a").mkdir(parents=True)
     with pytest.raises(rc.RecipeError, match="holds no images"):
         load_data(rc.load(ROOT / "recipes" / "imagefolder-dcgan.yaml", [("dataset.root", str(tmp_path / "empty"))]))
+
+
+def test_wgan_gp_penalty_is_zero_for_a_unit_gradient_and_grows_away_from_it():
+    from ganstop.losses import gradient_penalty
+
+    real, fake = torch.randn(64, 2), torch.randn(64, 2)
+    for scale, expected in ((1.0, 0.0), (3.0, 4.0)):
+        critic = torch.nn.Linear(2, 1, bias=False)
+        with torch.no_grad():
+            critic.weight.copy_(torch.tensor([[0.6, 0.8]]) * scale)  # ||grad D|| = scale everywhere
+        assert gradient_penalty(critic, real, fake).item() == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["hinge", "wgan-gp"])
+def test_each_objective_trains_with_finite_losses(tmp_path, loss):
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 2, "train.loss": loss, "train.r1_gamma": 0.1})
+    result = trainer.fit()
+    assert result.stop_reason == StopReason.MAX_EPOCHS
+    assert all(math.isfinite(h["d_loss"]) and math.isfinite(h["g_loss"]) for h in result.history)
+
+
+def test_wgan_gp_refuses_a_batch_norm_critic():
+    with pytest.raises(rc.RecipeError, match="set model.d_norm=none"):
+        rc.load(ROOT / "recipes" / "digits-dcgan.yaml", [("train.loss", "wgan-gp")])

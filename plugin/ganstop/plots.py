@@ -9,7 +9,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -54,11 +53,11 @@ def scatter(points: torch.Tensor, means: torch.Tensor | None, title: str) -> byt
 def curves(history: list[dict[str, float]], monitor: str, best_epoch: int | None) -> bytes:
     """Losses, learning rates and the monitored metric over epochs, best epoch marked."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))
-    epochs = np.array([h["epoch"] for h in history])
-    for key in ("d_loss", "g_loss"):
-        axes[0].plot(epochs, [h[key] for h in history], label=key)
-    for key in ("lr_g", "lr_d"):
-        axes[1].plot(epochs, [h[key] for h in history], label=key)
+    for ax, keys in ((axes[0], ("d_loss", "g_loss")), (axes[1], ("lr_g", "lr_d"))):
+        for key in keys:  # a user's own loop (ganstop.MlflowTracker) may log only some of them
+            points = [(h["epoch"], h[key]) for h in history if key in h]
+            if points:
+                ax.plot(*zip(*points), label=key)
     checked = [h for h in history if monitor in h]
     values = [h[monitor] for h in checked]
     axes[2].plot([h["epoch"] for h in checked], values, marker=".", label=monitor)
@@ -69,5 +68,6 @@ def curves(history: list[dict[str, float]], monitor: str, best_epoch: int | None
             ax.axvline(best_epoch, color="green", linestyle="--", label=f"best epoch {best_epoch}")
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     return _png(fig)

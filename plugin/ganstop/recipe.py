@@ -55,7 +55,8 @@ class TrainConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    loss: str = "nonsaturating"  # nonsaturating | hinge
+    loss: str = "nonsaturating"  # nonsaturating | hinge | wgan-gp (see ganstop.losses)
+    gp_lambda: float = 10.0  # wgan-gp: weight of the gradient penalty on real-fake interpolates
     r1_gamma: float = 0.0  # R1 penalty gamma/2 * E||grad D(real)||^2 on the discriminator; 0 is off
     d_steps: int = 1  # discriminator updates per generator update
     seed: int = 0
@@ -115,7 +116,7 @@ class StoppingConfig:
 @dataclass
 class MetricsConfig:
     names: list[str] = field(default_factory=lambda: ["auto"])  # auto: the dataset's set
-    budget: float = 0.05  # checks, and all else the loop does besides training, take at most this share of it
+    budget: float = 0.04  # checks, and all else the loop does besides training, take at most this share of it
     every: int | None = None  # a fixed check every N epochs (and at the last) instead of the budget
     n_samples: int = 0  # generated samples per check; 0: as many as held-out reals
     kid_subset_size: int = 100
@@ -154,7 +155,7 @@ CHOICES = {
     "dataset.name": ("digits", "ring8", "grid25", "mnist", "cifar10", "imagefolder"),
     "model.family": ("mlp", "dcgan"),
     "model.d_norm": ("batch", "none", "spectral"),
-    "train.loss": ("nonsaturating", "hinge"),
+    "train.loss": ("nonsaturating", "hinge", "wgan-gp"),
     "train.keep_checkpoints": ("best_last", "all", "none"),
     "decay.g_schedule": ("none", "linear", "exponential", "step", "cosine"),
     "decay.d_schedule": ("none", "linear", "exponential", "step", "cosine"),
@@ -171,7 +172,8 @@ POSITIVE = ("model.z_dim", "model.width", "model.depth", "train.max_epochs", "tr
             "stopping.up_strips", "stopping.gl_alpha", "stopping.pq_alpha")
 NON_NEGATIVE = ("stopping.patience", "stopping.warmup", "train.r1_gamma", "decay.g_weight_decay",
                 "decay.d_weight_decay", "decay.d_penalty_lambda", "metrics.n_samples",
-                "dataset.image_size", "ema.start_epoch", "train.checkpoint_seconds")
+                "dataset.image_size", "ema.start_epoch", "train.checkpoint_seconds",
+                "train.gp_lambda")
 UNIT_INTERVAL = ("train.beta1", "train.beta2", "ema.decay", "dataset.val_fraction", "dataset.test_fraction")
 
 
@@ -353,6 +355,9 @@ def validate(recipe: Recipe) -> None:
     _validate_stopping(recipe)
     if recipe.ema.start_epoch > recipe.train.max_epochs and recipe.ema.enabled:
         raise RecipeError("ema.start_epoch is past train.max_epochs: lower it or set ema.enabled=false")
+    if recipe.train.loss == "wgan-gp" and recipe.model.d_norm == "batch":
+        raise RecipeError("train.loss=wgan-gp penalizes each sample's gradient, which batch norm mixes across the "
+                          "batch: set model.d_norm=none (or spectral)")
     if recipe.decay.d_penalty != "none" and recipe.decay.d_penalty_lambda == 0:
         raise RecipeError(f"decay.d_penalty={recipe.decay.d_penalty} needs decay.d_penalty_lambda > 0")
     held_out = recipe.dataset.val_fraction + recipe.dataset.test_fraction

@@ -195,8 +195,13 @@ class MlflowLogger(Callback):
             self.client.set_tag(self.run_id, TAG_MODEL_URI, info.model_uri)
 
     def _log_bytes(self, data: bytes, artifact_file: str) -> None:
-        path = Path(artifact_file)
-        with tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / path.name
-            local.write_bytes(data)
-            self.client.log_artifact(self.run_id, str(local), str(path.parent) if str(path.parent) != "." else None)
+        log_bytes(self.client, self.run_id, data, artifact_file)
+
+
+def log_bytes(client: MlflowClient, run_id: str, data: bytes, artifact_file: str) -> None:
+    """An in-memory file (a PNG) as the run's artifact ``artifact_file``."""
+    path = Path(artifact_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / path.name
+        local.write_bytes(data)
+        client.log_artifact(run_id, str(local), str(path.parent) if str(path.parent) != "." else None)

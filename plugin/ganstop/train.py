@@ -15,6 +15,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ganstop import models, schedules
+from ganstop.losses import OBJECTIVES, gradient_penalty, r1_penalty
 from ganstop.cadence import CheckSchedule
 from ganstop.checkpoint import load_first_readable, save_atomic
 from ganstop.data import Data
@@ -65,24 +66,6 @@ def resolve_device(name: str) -> torch.device:
         if index >= torch.cuda.device_count():
             raise RecipeError(f"train.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
     return torch.device(name)
-
-
-def _losses(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    if kind == "hinge":
-        return torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
-    return nn.functional.softplus(-real_logits).mean() + nn.functional.softplus(fake_logits).mean()
-
-
-def _r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): E ||grad_x D(x)||^2 on real data, which keeps D flat around
-    the data so training converges instead of circling; on the 2D mixtures it is what keeps
-    every mode covered and balanced."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-    return grad.float().square().sum() / len(real)
-
-
-def _g_loss(kind: str, fake_logits: torch.Tensor) -> torch.Tensor:
-    return -fake_logits.mean() if kind == "hinge" else nn.functional.softplus(-fake_logits).mean()
 
 
 class Trainer:
@@ -213,7 +196,7 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         tc = self.recipe.train
         penalty_kind, lam = self.recipe.decay.d_penalty, self.recipe.decay.d_penalty_lambda
-        r1 = tc.r1_gamma
+        r1, objective = tc.r1_gamma, OBJECTIVES[tc.loss]
         use_ema = self.ema is not None and self.epoch >= self.recipe.ema.start_epoch
         n, batch = len(self.train_data), min(tc.batch_size, len(self.train_data))
         steps = n // batch
@@ -231,16 +214,18 @@ class Trainer:
                 with autocast:
                     fake = self.G_step(z)
                     real_logits = self.D_step(real_in)
-                    d_loss = _losses(tc.loss, real_logits, self.D_step(fake.detach()))
+                    d_loss = objective.discriminator(real_logits, self.D_step(fake.detach()))
+                    if objective.gradient_penalty:
+                        d_loss = d_loss + tc.gp_lambda * gradient_penalty(self.D_step, real, fake)
                     if r1:
-                        d_loss = d_loss + r1 / 2 * _r1_penalty(real_logits, real_in)
+                        d_loss = d_loss + r1 / 2 * r1_penalty(real_logits, real_in)
                     if penalty_kind != "none":
                         d_loss = d_loss + lam * schedules.weight_penalty(self.D, penalty_kind)
                 self.opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 self.opt_d.step()
             with autocast:
-                g_loss = _g_loss(tc.loss, self.D_step(fake))
+                g_loss = objective.generator(self.D_step(fake))
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
             self.opt_g.step()
@@ -298,9 +283,10 @@ class Trainer:
         when the schedule says so, then a full checkpoint when ``train.checkpoint_seconds`` have
         passed; a last checkpoint at the end. Everything but training is timed into the schedule."""
         last_epoch = self.recipe.train.max_epochs
+        started = time.perf_counter()
         for cb in self.callbacks:
             cb.on_train_start(self)
-        started = time.perf_counter()
+        self.schedule.spent(0.0, time.perf_counter() - started, checked=False)  # params, recipe: paid by checks
         first = self.epoch + 1 if not self.stopper.stopped else last_epoch + 1  # resuming a finished run
         bar = tqdm(range(first, last_epoch + 1), initial=self.epoch, total=last_epoch,
                    desc="epochs", unit="epoch", disable=not self.progress, dynamic_ncols=True)
