@@ -75,9 +75,10 @@ def curve(name: str, seed: int, quick: bool) -> dict:
 
 def checks(run: dict, budget: float | None = None) -> list[tuple[int, float, float | None]]:
     """The run's checks; with ``budget``, only those the budget schedule would have made."""
-    monitor, schedule, out = run["monitor"], CheckSchedule(budget or 1.0), []
+    schedule = CheckSchedule(budget) if budget else CheckSchedule(1.0, every=1)
+    monitor, out = run["monitor"], []
     for h in run["history"]:
-        due = budget is None or schedule.due(h["epoch"], run["max_epochs"])
+        due = schedule.due(h["epoch"], run["max_epochs"])
         schedule.spent(h["epoch_seconds"], h.get("validation_seconds", 0.0) if due else 0.0, due)
         if due and monitor in h:
             out.append((h["epoch"], h[monitor], h.get(f"{monitor}_se")))

@@ -41,7 +41,7 @@ def test_time_spent_besides_checks_leaves_less_for_checks():
 def test_fixed_every_ignores_the_budget_and_the_state_round_trips():
     schedule = CheckSchedule(budget=0.01, every=3)
     assert simulate(schedule, 10, 1.0, 100.0) == [3, 6, 9, 10]
-    copy = CheckSchedule()
+    copy = CheckSchedule(budget=0.5)
     copy.load_state_dict(schedule.state_dict())
     assert (copy.train_seconds, copy.other_seconds, copy.check_seconds) == (10.0, 400.0, 100.0)
 

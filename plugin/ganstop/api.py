@@ -11,7 +11,6 @@ MLflow model with a signature.
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -26,7 +25,7 @@ from torch import nn
 from ganstop import plots
 from ganstop.metrics.registry import REGISTRY, Batch, outputs
 from ganstop.stopping import EarlyStopper
-from ganstop.tracking import TAG_MODEL_URI, TAG_STOP_REASON, log_bytes, log_model
+from ganstop.tracking import TAG_MODEL_URI, log_bytes, log_model, log_outcome
 
 IMAGE_METRICS = ("fid", "kid")  # coverage needs ganstop's own classifier head
 POINT_METRICS = ("modes", "swd")
@@ -119,22 +118,19 @@ class MlflowTracker:
         drawn = samples is not None and self.monitor in metrics and (
             self.stopper.best_epoch == epoch or sum(self.monitor in h for h in self.history) == 1)
         if drawn:
-            self._log_bytes(self._picture(samples.detach().cpu(), epoch, metrics[self.monitor]),
-                            f"samples/epoch_{epoch:04d}.png")
+            shown = samples.detach().cpu()
+            shown = shown[:64] if shown.ndim == 4 else shown  # a grid of 64; a scatter wants every point
+            title = f"epoch {epoch}  {self.monitor}={metrics[self.monitor]:.4g}"
+            log_bytes(self.client, self.run_id, plots.picture(shown, self.means, title), f"samples/epoch_{epoch:04d}.png")
 
     def finish(self, best_generator: nn.Module | None, z_dim: int) -> str | None:
         """The stop (``max_epochs`` when no criterion fired), the curves, and the best-epoch
         generator as an MLflow model with a tensor signature; returns the model's URI."""
-        last = self.history[-1]["epoch"] if self.history else 0
-        if not self.stopper.stopped:
-            self.stopper.exhaust(last)
-        finals = {"stopped_epoch": self.stopper.stopped_epoch}
-        if self.stopper.best_epoch is not None:
-            finals |= {"restored_epoch": self.stopper.best_epoch, f"best_{self.monitor}": self.stopper.best}
-        for key, value in finals.items():
-            self.client.log_metric(self.run_id, key, float(value))
-        self.client.set_tag(self.run_id, TAG_STOP_REASON, self.stopper.stop_reason)
-        self._log_bytes(plots.curves(self.history, self.monitor, self.stopper.best_epoch), "curves.png")
+        st = self.stopper
+        if not st.stopped:
+            st.exhaust(self.history[-1]["epoch"] if self.history else 0)
+        log_outcome(self.client, self.run_id, self.monitor, st.stop_reason, st.stopped_epoch, st.best_epoch, st.best,
+                    self.history)
         if best_generator is None:
             return None
         best_generator = best_generator.cpu().eval()
@@ -148,13 +144,3 @@ class MlflowTracker:
                 uri = log_model(best_generator, z_dim, shape).model_uri
         self.client.set_tag(self.run_id, TAG_MODEL_URI, uri)
         return uri
-
-    def _picture(self, samples: torch.Tensor, epoch: int, value: float) -> bytes:
-        if samples.ndim == 4:
-            buf = io.BytesIO()
-            plots.image_grid(samples[:64]).save(buf, format="PNG")
-            return buf.getvalue()
-        return plots.scatter(samples, self.means, f"epoch {epoch}  {self.monitor}={value:.4g}")
-
-    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
-        log_bytes(self.client, self.run_id, data, artifact_file)

@@ -19,7 +19,7 @@ class CheckSchedule:
     """Says after which epochs to validate: by budget, or every ``every`` epochs when set;
     always after the last epoch of the budget."""
 
-    budget: float = 0.05
+    budget: float  # metrics.budget
     every: int | None = None
     train_seconds: float = 0.0  # spent in training steps
     other_seconds: float = 0.0  # spent in the loop on everything else

@@ -50,6 +50,16 @@ def scatter(points: torch.Tensor, means: torch.Tensor | None, title: str) -> byt
     return _png(fig)
 
 
+def picture(samples: torch.Tensor, means: torch.Tensor | None, title: str) -> bytes:
+    """A check's samples as a PNG: a grid for images ``(n, C, H, W)`` in [0, 1], a scatter for 2D
+    points (``title`` and the mixture ``means`` are drawn on the scatter only)."""
+    if samples.ndim == 4:
+        buf = io.BytesIO()
+        image_grid(samples).save(buf, format="PNG")
+        return buf.getvalue()
+    return scatter(samples, means, title)
+
+
 def curves(history: list[dict[str, float]], monitor: str, best_epoch: int | None) -> bytes:
     """Losses, learning rates and the monitored metric over epochs, best epoch marked."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.5))

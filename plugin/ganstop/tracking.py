@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import tempfile
 import time
 from pathlib import Path
@@ -144,15 +143,9 @@ class MlflowLogger(Callback):
                           check: Check) -> None:
         if samples is None:  # not a check that draws (metrics.grid_every)
             return
-        name = f"samples/epoch_{epoch:04d}.png"
         title = f"epoch {epoch}  {self.trainer.monitor}={metrics[self.trainer.monitor]:.4g}"
-        if samples.ndim == 4:
-            buf = io.BytesIO()
-            plots.image_grid(samples).save(buf, format="PNG")
-            data = buf.getvalue()
-        else:
-            data = plots.scatter(samples, self.trainer.data.means, title)
-        self._log_bytes(data, name)
+        log_bytes(self.client, self.run_id, plots.picture(samples, self.trainer.data.means, title),
+                  f"samples/epoch_{epoch:04d}.png")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         """Sent in the background while the next epoch trains; waiting for the previous epoch's
@@ -176,16 +169,10 @@ class MlflowLogger(Callback):
     def log_result(self, result: TrainResult) -> None:
         """The run's outcome: final metrics, the stop reason, the curves."""
         self.flush()
-        finals = {"stopped_epoch": result.stopped_epoch, "train_seconds": result.seconds,
-                  "overhead_share": result.overhead_share}
-        if result.best_epoch is not None:
-            finals |= {"restored_epoch": result.best_epoch, "best_score": result.best_value,
-                       f"best_{result.monitor}": result.best_value}
-        finals |= {f"test_{name}": value for name, value in result.test_metrics.items()}
-        for key, value in finals.items():
-            self.client.log_metric(self.run_id, key, float(value))
-        self.client.set_tag(self.run_id, TAG_STOP_REASON, result.stop_reason)
-        self._log_bytes(plots.curves(result.history, result.monitor, result.best_epoch), "curves.png")
+        extra = {"train_seconds": result.seconds, "overhead_share": result.overhead_share,
+                 **{f"test_{name}": value for name, value in result.test_metrics.items()}}
+        log_outcome(self.client, self.run_id, result.monitor, result.stop_reason, result.stopped_epoch,
+                    result.best_epoch, result.best_value, result.history, extra)
 
     def log_best_model(self, result: TrainResult) -> None:
         """The best-epoch generator as an MLflow model: a one-off upload at the end of the run."""
@@ -194,8 +181,19 @@ class MlflowLogger(Callback):
             self.model_uri = info.model_uri
             self.client.set_tag(self.run_id, TAG_MODEL_URI, info.model_uri)
 
-    def _log_bytes(self, data: bytes, artifact_file: str) -> None:
-        log_bytes(self.client, self.run_id, data, artifact_file)
+
+def log_outcome(client: MlflowClient, run_id: str, monitor: str, stop_reason: str, stopped_epoch: int,
+                best_epoch: int | None, best_value: float | None, history: list[dict[str, float]],
+                extra: dict[str, float] | None = None) -> None:
+    """What ends every run, ganstop's loop or a user's: ``stopped_epoch``, ``restored_epoch``,
+    ``best_score`` and ``best_<monitor>`` (plus ``extra``), the stop reason tag, curves.png."""
+    finals = {"stopped_epoch": stopped_epoch, **(extra or {})}
+    if best_epoch is not None:
+        finals |= {"restored_epoch": best_epoch, "best_score": best_value, f"best_{monitor}": best_value}
+    for key, value in finals.items():
+        client.log_metric(run_id, key, float(value))
+    client.set_tag(run_id, TAG_STOP_REASON, stop_reason)
+    log_bytes(client, run_id, plots.curves(history, monitor, best_epoch), "curves.png")
 
 
 def log_bytes(client: MlflowClient, run_id: str, data: bytes, artifact_file: str) -> None:

@@ -116,7 +116,6 @@ class Trainer:
         self._best_saved = True
         self.schedule = CheckSchedule(recipe.metrics.budget, recipe.metrics.every)
         self._saved_at = time.monotonic()
-        self._checks = 0
         gen = torch.Generator().manual_seed(recipe.train.seed + 1)
         self.val_z = torch.randn(evaluator.n_samples, recipe.model.z_dim, generator=gen).to(self.device)
         self.epoch = 0
@@ -143,7 +142,6 @@ class Trainer:
             "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "history": self.history,
             "schedule": self.schedule.state_dict(),
-            "checks": self._checks,
             "best": self.best_state,  # rides along, so best.pt always matches the stopper on resume
         }
 
@@ -159,7 +157,6 @@ class Trainer:
         self.sched_d.load_state_dict(state["sched_d"])
         self.stopper.load_state_dict(state["stopper"])
         self.schedule.load_state_dict(state.get("schedule", {}))  # absent before ganstop 0.3
-        self._checks = state.get("checks", len(self.stopper.checks))
         self.best_state = state["best"]
         if self.best_state is not None:
             save_atomic(self.best_state, self.best_path)
@@ -270,8 +267,8 @@ class Trainer:
             generator = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_generator().state_dict().items()}
             self.best_state = {"epoch": self.epoch, "value": metrics[self.monitor], "generator": generator}
             self._best_saved = False
-        self._checks += 1
-        drawn = check.is_best or last or check.stop or self._checks == 1 or self._checks % self.recipe.metrics.grid_every == 0
+        n = 1 + sum(self.monitor in h for h in self.history)  # this check's number (it is not in the history yet)
+        drawn = check.is_best or last or check.stop or n == 1 or n % self.recipe.metrics.grid_every == 0
         if not drawn:
             return metrics, None, check
         shown = samples[: self.recipe.metrics.grid_size] if self.data.kind == "image" else samples  # a scatter wants all
