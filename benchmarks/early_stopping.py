@@ -20,7 +20,6 @@ median stop at most 1.5x the oracle epoch, and no Lightning-style setting better
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import statistics
@@ -33,13 +32,14 @@ from _report import ROOT, write
 from ganstop import recipe as rc
 from ganstop.cadence import CheckSchedule
 from ganstop.data import load_data
-from ganstop.metrics.registry import Evaluator, resolve
+from ganstop.metrics.registry import resolve
+from ganstop.metrics.scorer import Scorer
 from ganstop.stopping import EarlyStopper
 from ganstop.train import Trainer
 
 RECIPES = ["digits-dcgan", "ring8-mlp", "grid25-mlp"]
 PACKAGE = ROOT / "plugin" / "ganstop"
-TRAINING_CODE = ["train.py", "models.py", "data.py", "schedules.py", *(f"metrics/{p.name}" for p in (PACKAGE / "metrics").glob("*.py"))]
+TRAINING_CODE = ["train.py", "models.py", "data.py", "optim.py", *(f"metrics/{p.name}" for p in (PACKAGE / "metrics").glob("*.py"))]
 CACHE = ROOT / "benchmarks" / ".cache" / "curves"
 WITHIN = 0.05
 
@@ -63,9 +63,9 @@ def curve(name: str, seed: int, quick: bool) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     data = load_data(recipe)
-    evaluator = Evaluator(recipe, data, torch.device("cpu"))
+    scorer = Scorer(recipe, data, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as ckpt:
-        result = Trainer(recipe, data, evaluator, Path(ckpt), progress=False).fit()
+        result = Trainer(recipe, data, scorer, Path(ckpt), progress=False).fit()
     out = {"recipe": name, "seed": seed, "max_epochs": recipe.train.max_epochs, "monitor": result.monitor,
            "mode": result.mode, "history": result.history}
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ def checks(run: dict, budget: float | None = None) -> list[tuple[int, float, flo
 
 def policies(recipe: rc.Recipe) -> dict[str, dict]:
     """Name -> stopping options over the recipe's own stopping section."""
-    own = dataclasses.asdict(recipe.stopping)
+    own = recipe.stopping.model_dump()
     lightning = {"criteria": ["patience"], "delta_reference": "improvement", "warmup": 0}
     out = {"own": own, "own, checks by budget": {**own, "budget": recipe.metrics.budget}}
     out["trend"] = {**own, "criteria": ["trend"]}
@@ -104,7 +104,7 @@ def policies(recipe: rc.Recipe) -> dict[str, dict]:
 def score(run: dict, options: dict) -> dict:
     options = dict(options)
     budget = options.pop("budget", None)
-    config = dataclasses.replace(rc.StoppingConfig(), **options)
+    config = rc.StoppingConfig(**options)
     curve_ = checks(run)
     seen = checks(run, budget) if budget else curve_
     stopper = EarlyStopper.from_config(config, run["mode"]).replay(seen, run["max_epochs"])

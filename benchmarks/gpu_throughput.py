@@ -118,11 +118,11 @@ def example_loop(images: torch.Tensor, batch_size: int, steps: int, device: torc
 
 def project_loop(recipe: rc.Recipe, images: torch.Tensor, steps: int, device: torch.device) -> float:
     data = Data("image", images, images[:64], n_classes=0)
-    evaluator = SimpleNamespace(selection=Selection([], "fid", "min"), n_samples=64)  # no validation here
+    scorer = SimpleNamespace(selection=Selection([], "fid", "min"), n_samples=64)  # no validation here
     n = steps * recipe.train.batch_size
     data.train = images[:n]
     with tempfile.TemporaryDirectory() as ckpt:
-        trainer = Trainer(recipe, data, evaluator, Path(ckpt), device=device, progress=False)
+        trainer = Trainer(recipe, data, scorer, Path(ckpt), device=device, progress=False)
         trainer.epoch = 1
         trainer._train_epoch()  # warm-up (and compilation when on)
         torch.cuda.synchronize() if device.type == "cuda" else None

@@ -17,7 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from ganstop import recipe as rc
 from ganstop.data import load_data
 from ganstop.metrics.image import Embedded
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 from ganstop.train import Trainer
 
 
@@ -47,9 +47,9 @@ def main() -> None:
     recipe = rc.load(args.recipe, [("train.max_epochs", repeats + 1), ("stopping.warmup", 0),
                                    ("stopping.patience", 1000), ("train.device", "cpu")])
     data = load_data(recipe)
-    evaluator = Evaluator(recipe, data, torch.device("cpu"))
+    scorer = Scorer(recipe, data, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as ckpt:
-        trainer = Trainer(recipe, data, evaluator, Path(ckpt), progress=False)
+        trainer = Trainer(recipe, data, scorer, Path(ckpt), progress=False)
         trainer.fit()
     epoch = statistics.median(h["epoch_seconds"] for h in trainer.history[1:])
     validation = statistics.median(h["validation_seconds"] for h in trainer.history[1:])
@@ -66,12 +66,12 @@ def main() -> None:
     # The classifier pass is shared by FID, KID and coverage, so it gets its own row and each
     # metric is timed on a batch whose features are already computed.
     per_metric = {"generate": seconds(lambda: trainer.generate(trainer.val_z))}
-    batch = evaluator.batch(samples)
+    batch = scorer.batch(samples)
     if data.kind == "image":
-        per_metric["classifier features (shared)"] = seconds(lambda: evaluator.batch(samples).features)
+        per_metric["classifier features (shared)"] = seconds(lambda: scorer.batch(samples).features)
         _ = batch.features  # computed here, so the metric rows below time the metrics alone
-    per_metric |= {name: seconds(lambda c=compute: c(batch)) for name, compute in evaluator.computes.items()}
-    lines = [f"{args.recipe}: {len(data.val)} held-out images, {evaluator.n_samples} generated per check.", "",
+    per_metric |= {name: seconds(lambda c=compute: c(batch)) for name, compute in scorer.computes.items()}
+    lines = [f"{args.recipe}: {len(data.val)} held-out images, {scorer.n_samples} generated per check.", "",
              "| what | seconds | share of one training epoch |", "| --- | --- | --- |",
              f"| one training epoch | {epoch:.3f} | 100% |",
              f"| a whole validation (generate + all metrics) | {validation:.3f} | {validation / epoch:.1%} |"]

@@ -23,11 +23,11 @@ import mlflow
 import torch
 from _report import scratch_tracking, write
 
-from ganstop import models, recipe as rc, schedules
+from ganstop import models, optim, plugins, recipe as rc
 from ganstop.data import load_data
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 from ganstop.tracking import MlflowLogger, log_model
-from ganstop.losses import OBJECTIVES, gradient_penalty, r1_penalty
+from ganstop.losses import r1_penalty
 from ganstop.train import Trainer, resolve_device
 
 
@@ -35,14 +35,14 @@ def bare_loop(recipe: rc.Recipe, data, epochs: int, device: torch.device) -> flo
     """The textbook loop with the recipe's training (bf16 autocast for images on CUDA, as the
     trainer): nothing validated, logged or saved."""
     torch.manual_seed(recipe.train.seed)
-    G, D = (m.to(device) for m in models.build(recipe.model, data.sample_shape))
+    G, D = (m.to(device) for m in models.build(recipe, data.sample_shape))
     tc, dc = recipe.train, recipe.decay
-    opt_g = schedules.optimizer(G, tc.lr_g, (tc.beta1, tc.beta2), dc.g_weight_decay)
-    opt_d = schedules.optimizer(D, tc.lr_d, (tc.beta1, tc.beta2), dc.d_weight_decay)
-    sched_g = schedules.scheduler(opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
-    sched_d = schedules.scheduler(opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
-    ema = schedules.ema(G, recipe.ema.decay) if recipe.ema.enabled else None
-    x, batch, objective = data.train.to(device), tc.batch_size, OBJECTIVES[tc.loss]
+    opt_g = optim.optimizer(G, tc.lr_g, (tc.beta1, tc.beta2), dc.g_weight_decay)
+    opt_d = optim.optimizer(D, tc.lr_d, (tc.beta1, tc.beta2), dc.d_weight_decay)
+    sched_g = optim.scheduler(opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
+    sched_d = optim.scheduler(opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
+    ema = optim.ema(G, recipe.ema.decay) if recipe.ema.enabled else None
+    x, batch, objective = data.train.to(device), tc.batch_size, plugins.load("losses", tc.loss)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16,
                               enabled=tc.amp and device.type == "cuda" and data.kind == "image")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -58,8 +58,8 @@ def bare_loop(recipe: rc.Recipe, data, epochs: int, device: torch.device) -> flo
                     fake = G(torch.randn(batch, recipe.model.z_dim, device=device))
                     real_logits = D(real_in)
                     d_loss = objective.discriminator(real_logits, D(fake.detach()))
-                    if objective.gradient_penalty:
-                        d_loss = d_loss + tc.gp_lambda * gradient_penalty(D, real, fake)
+                    if objective.penalty is not None:
+                        d_loss = d_loss + tc.gp_lambda * objective.penalty(D, real, fake)
                     if tc.r1_gamma:
                         d_loss = d_loss + tc.r1_gamma / 2 * r1_penalty(real_logits, real_in)
                 opt_d.zero_grad(set_to_none=True)
@@ -85,11 +85,11 @@ class NoModelUpload(MlflowLogger):
         self.result = result
 
 
-def tracked_run(recipe: rc.Recipe, data, evaluator, test_evaluator, device: torch.device) -> tuple[float, dict]:
+def tracked_run(recipe: rc.Recipe, data, scorer, test_scorer, device: torch.device) -> tuple[float, dict]:
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as ckpt:
         logger = NoModelUpload(run.info.run_id, recipe)
-        trainer = Trainer(recipe, data, evaluator, Path(ckpt), [logger], device=device,
-                          progress=False, test_evaluator=test_evaluator)
+        trainer = Trainer(recipe, data, scorer, Path(ckpt), [logger], device=device,
+                          progress=False, test_scorer=test_scorer)
         saves, save = [], trainer.save_checkpoint
 
         def timed_save() -> None:
@@ -114,16 +114,16 @@ def measure(name: str, repeats: int, epochs: int | None, device: str) -> tuple[l
     recipe = rc.load(name, overrides)
     data = load_data(recipe)
     dev = resolve_device(device)
-    evaluator = Evaluator(recipe, data, dev)
-    test_evaluator = Evaluator(recipe, data.test_split(), dev)
+    scorer = Scorer(recipe, data, dev)
+    test_scorer = Scorer(recipe, data.test_split(), dev)
     bare, ours, parts = [], [], []
     for _ in range(repeats):  # interleaved, so drift hits both alike
         bare.append(bare_loop(recipe, data, recipe.train.max_epochs, dev))
-        seconds, part = tracked_run(recipe, data, evaluator, test_evaluator, dev)
+        seconds, part = tracked_run(recipe, data, scorer, test_scorer, dev)
         ours.append(seconds)
         parts.append(part)
     with mlflow.start_run():
-        g, _ = models.build(recipe.model, data.sample_shape)
+        g, _ = models.build(recipe, data.sample_shape)
         started = time.perf_counter()
         log_model(models.Sampler(g, data.kind == "image"), recipe.model.z_dim, data.sample_shape)
         upload = time.perf_counter() - started

@@ -20,7 +20,7 @@ from conftest import ROOT, cli_env, invoke, mlflow_server, tiny, tiny_search_rec
 from ganstop import recipe as rc
 from ganstop import runner
 from ganstop.data import load_data
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 from ganstop.train import Callback, Trainer
 
 RING = ROOT / "recipes" / "ring8-mlp.yaml"
@@ -30,7 +30,7 @@ State = optuna.trial.TrialState
 def ring_trainer(folder, **overrides):
     recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 5, "stopping.patience": 10, **overrides}))
     data = load_data(recipe)
-    return Trainer(recipe, data, Evaluator(recipe, data, torch.device("cpu")), folder, progress=False)
+    return Trainer(recipe, data, Scorer(recipe, data, torch.device("cpu")), folder, progress=False)
 
 
 def comparable(history):
@@ -285,7 +285,7 @@ def test_a_resumed_run_sends_the_epochs_the_killed_process_never_logged(tracking
     recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 5, "stopping.patience": 100}))
     prepared = runner.prepare(recipe)
     with mlflow.start_run() as run:
-        trainer = Trainer(recipe, prepared.data, prepared.evaluator, runner.checkpoint_dir(run.info.run_id),
+        trainer = Trainer(recipe, prepared.data, prepared.scorer, runner.checkpoint_dir(run.info.run_id),
                           [DiesBeforeSending(run.info.run_id, recipe)], progress=False)
         with pytest.raises(Killed):
             trainer.fit()
@@ -314,7 +314,7 @@ def test_a_resumed_run_does_not_send_again_the_epochs_it_trains_again(tracking, 
     prepared = runner.prepare(recipe)
     with mlflow.start_run() as run:
         folder = runner.checkpoint_dir(run.info.run_id)
-        trainer = Trainer(recipe, prepared.data, prepared.evaluator, folder,
+        trainer = Trainer(recipe, prepared.data, prepared.scorer, folder,
                           [DiesAfterSending(run.info.run_id, recipe)], progress=False)
         with pytest.raises(Killed):
             trainer.fit()

@@ -11,7 +11,7 @@ import torch
 from conftest import ROOT, cli_env, tiny, train_then_kill
 from ganstop import recipe as rc
 from ganstop.data import load_data
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 from ganstop.train import Trainer
 
 pytestmark = pytest.mark.gpu
@@ -22,7 +22,7 @@ RING = ROOT / "recipes" / "ring8-mlp.yaml"
 def trainer(tmp_path, path, name, **overrides) -> Trainer:
     recipe = rc.load(path, tiny(name, **{"train.device": "cuda", **overrides}))
     data = load_data(recipe)
-    return Trainer(recipe, data, Evaluator(recipe, data, torch.device("cuda")), tmp_path / "ckpt", progress=False)
+    return Trainer(recipe, data, Scorer(recipe, data, torch.device("cuda")), tmp_path / "ckpt", progress=False)
 
 
 def test_digits_train_in_bf16_channels_last_and_score_in_fp32(tmp_path):

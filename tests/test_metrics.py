@@ -7,7 +7,7 @@ import torch
 from ganstop import recipe as rc
 from ganstop.data import load_data, mixture_means, sample_mixture
 from ganstop.metrics.mixture import mode_metrics
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 
 
 @pytest.mark.parametrize("name, k", [("ring8", 8), ("grid25", 25)])
@@ -139,43 +139,43 @@ def test_kid_error_matches_the_spread_of_torchmetrics_kid_over_fresh_samples():
 def digits_evaluator():
     recipe = rc.load(None, [("metrics.classifier_epochs", 3)])
     data = load_data(recipe)
-    return data, Evaluator(recipe, data, torch.device("cpu"))
+    return data, Scorer(recipe, data, torch.device("cpu"))
 
 
 def test_classifier_is_accurate_and_cached(digits_evaluator, ganstop_cache):
-    data, evaluator = digits_evaluator
-    assert evaluator.classifier_accuracy > 0.93  # 95-97% over seeds and thread counts
+    data, scorer = digits_evaluator
+    assert scorer.classifier_accuracy > 0.93  # 95-97% over seeds and thread counts
     assert list((ganstop_cache / "classifiers").glob("*.pt"))
 
 
 def test_fid_of_data_with_itself_is_zero_and_with_noise_large(digits_evaluator):
-    data, evaluator = digits_evaluator
+    data, scorer = digits_evaluator
     real = (data.val + 1) / 2
-    same = evaluator(real)
-    noise = evaluator(torch.rand_like(real, generator=torch.Generator().manual_seed(0)))
+    same = scorer(real)
+    noise = scorer(torch.rand_like(real, generator=torch.Generator().manual_seed(0)))
     assert same["fid"] == pytest.approx(0.0, abs=1e-2)
-    other_real = evaluator((data.train[: len(real)] + 1) / 2)["fid"]  # a different sample of the data
+    other_real = scorer((data.train[: len(real)] + 1) / 2)["fid"]  # a different sample of the data
     assert noise["fid"] > 50 and noise["fid"] > 10 * other_real  # about 19x: 359 vs 359 reals still differ
     assert same["kid"] < noise["kid"]
     assert same["class_coverage"] == 1.0 and same["class_kl"] < 0.05  # the classifier errs a little
 
 
 def test_coverage_sees_a_collapse(digits_evaluator):
-    data, evaluator = digits_evaluator
+    data, scorer = digits_evaluator
     one_image = (data.val[:1] + 1) / 2
-    out = evaluator(one_image.repeat(400, 1, 1, 1))
+    out = scorer(one_image.repeat(400, 1, 1, 1))
     assert out["class_coverage"] == pytest.approx(0.1)
     assert out["class_kl"] > 2.0  # about log 10
     assert out["fid"] > 100
 
 
 def test_fid_kid_and_coverage_share_one_classifier_pass(digits_evaluator):
-    data, evaluator = digits_evaluator
-    body = evaluator._ctx.classifier.body
+    data, scorer = digits_evaluator
+    body = scorer._ctx.classifier.body
     calls = []
     handle = body.register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
     try:
-        out = evaluator((data.val + 1) / 2)
+        out = scorer((data.val + 1) / 2)
     finally:
         handle.remove()
     assert {"fid", "kid", "class_coverage", "fid_se"} <= out.keys() and "kid_se" not in out  # the monitor's only

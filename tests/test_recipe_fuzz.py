@@ -3,7 +3,6 @@ one `ganstop: error:` line with exit 2, never a traceback, and nothing run or wr
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 from conftest import invoke
 from ganstop import recipe as rc
 
-SECTIONS = [f.name for f in dataclasses.fields(rc.Recipe)]
+SECTIONS = rc.SECTIONS
 KEYS = sorted({key for section, keys in rc.Recipe().to_dict().items() if section != "search" for key in keys})
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(["auto", "fid", "ring8", "cosine", "1e-3", "patience,trend"]))

@@ -89,7 +89,7 @@ def test_promotion_generation_and_plugins(remote, tmp_path, capsys):
                                     "-P", f"out={grid}"], capture_output=True, text=True, env=env, timeout=600)
     assert gen.returncode == 0 and grid.read_bytes()[:4] == b"\x89PNG", gen.stderr[-2000:]
 
-    # the `gan` evaluator, found by MLflow through the package's entry point
+    # the `gan` scorer, found by MLflow through the package's entry point
     from ganstop import recipe as rc
     from ganstop.data import load_data
 

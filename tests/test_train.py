@@ -6,7 +6,7 @@ import torch
 from conftest import ROOT, tiny
 from ganstop import recipe as rc
 from ganstop.data import load_data
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 from ganstop.stopping import StopReason
 from ganstop.train import Callback, Trainer, resolve_device
 
@@ -16,7 +16,7 @@ RING = ROOT / "recipes" / "ring8-mlp.yaml"
 def make_trainer(tmp_path, overrides=(), callbacks=(), path=RING, name="ring8"):
     recipe = rc.load(path, tiny(name, **dict(overrides)))
     data = load_data(recipe)
-    return Trainer(recipe, data, Evaluator(recipe, data, torch.device("cpu")), tmp_path / "ckpt",
+    return Trainer(recipe, data, Scorer(recipe, data, torch.device("cpu")), tmp_path / "ckpt",
                    callbacks=callbacks, progress=False)
 
 
@@ -159,8 +159,8 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 def test_every_family_and_discriminator_norm_trains_a_step(family, shape, norm):
     from ganstop import models
 
-    cfg = rc.ModelConfig(family=family, z_dim=8, width=16, depth=2, d_norm=norm)
-    G, D = models.build(cfg, shape)
+    recipe = rc.Recipe(model=rc.ModelConfig(family=family, z_dim=8, width=16, depth=2, d_norm=norm))
+    G, D = models.build(recipe, shape)
     fake = G(torch.randn(4, 8))
     assert fake.shape == (4, *shape)
     loss = torch.nn.functional.softplus(D(fake)).mean()
@@ -183,19 +183,19 @@ def test_each_check_logs_the_monitors_standard_error_and_the_stopper_uses_it(tmp
 
 
 class NanMetric:
-    """An evaluator whose monitored value is NaN at every check."""
+    """An scorer whose monitored value is NaN at every check."""
 
-    def __init__(self, evaluator, monitor):
-        self.evaluator, self.monitor = evaluator, monitor
+    def __init__(self, scorer, monitor):
+        self.scorer, self.monitor = scorer, monitor
 
     def __call__(self, samples):
-        return {**self.evaluator(samples), self.monitor: math.nan}
+        return {**self.scorer(samples), self.monitor: math.nan}
 
 
 @pytest.mark.parametrize("check_finite", [True, False])
 def test_a_nan_at_the_first_check_stops_or_runs_on_without_crashing(tmp_path, check_finite):
     trainer = make_trainer(tmp_path, {"train.max_epochs": 3, "stopping.warmup": 0, "stopping.check_finite": check_finite})
-    trainer.evaluator = NanMetric(trainer.evaluator, trainer.monitor)
+    trainer.scorer = NanMetric(trainer.scorer, trainer.monitor)
     result = trainer.fit()
     expected = (StopReason.NON_FINITE_METRIC, 1) if check_finite else (StopReason.MAX_EPOCHS, 3)
     assert (result.stop_reason, result.stopped_epoch) == expected
@@ -227,48 +227,15 @@ def test_the_test_split_is_disjoint_and_scores_only_the_final_generator(tmp_path
 
     recipe = rc.load(RING, tiny("ring8", **{"train.max_epochs": 3}))
     ring = load_data(recipe)
-    test_evaluator = Evaluator(recipe, ring.test_split(), torch.device("cpu"))
-    assert not torch.equal(test_evaluator._ctx.reference, Evaluator(recipe, ring, torch.device("cpu"))._ctx.reference)
+    test_scorer = Scorer(recipe, ring.test_split(), torch.device("cpu"))
+    assert not torch.equal(test_scorer._ctx.reference, Scorer(recipe, ring, torch.device("cpu"))._ctx.reference)
     trainer = make_trainer(tmp_path, {"train.max_epochs": 3})
-    trainer.test_evaluator = test_evaluator
+    trainer.test_scorer = test_scorer
     result = trainer.fit()
     assert set(result.test_metrics) >= {"modes", "hq_ratio", "swd", trainer.monitor}
     assert trainer._test_scores(result.best_generator) == result.test_metrics  # seeded: reproducible
     assert result.test_metrics[trainer.monitor] != result.best_value  # other reference, other latents
     assert not any(k.startswith("test_") for h in result.history for k in h)  # the curves are validation only
-
-
-def write_image_folder(root, per_class=24, sizes=((40, 30), (17, 17), (64, 90))):
-    """Class folders of PNGs of several sizes: each class a colour, so the classifier can learn it."""
-    from PIL import Image
-
-    for label, colour in enumerate([(220, 30, 30), (30, 220, 30), (30, 30, 220)]):
-        folder = root / f"class{label}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            size = sizes[i % len(sizes)]
-            Image.new("RGB", size, tuple(min(255, c + 3 * i) for c in colour)).save(folder / f"{i}.png")
-    (root / "class0" / "notes.txt").write_text("not an image")
-
-
-def test_an_image_folder_is_resized_while_loading_and_trains(tmp_path):
-    write_image_folder(tmp_path / "images")
-    overrides = {"dataset.root": str(tmp_path / "images"), "dataset.image_size": 16, "train.max_epochs": 2,
-                 "train.batch_size": 16, "model.width": 8, "model.z_dim": 8, "metrics.classifier_epochs": 3,
-                 "stopping.warmup": 0}
-    recipe = rc.load(ROOT / "recipes" / "imagefolder-dcgan.yaml", list(overrides.items()))
-    data = load_data(recipe)
-    assert data.sample_shape == (3, 16, 16) and len(data.train) + len(data.val) + len(data.test) == 72
-    assert data.train.min() >= -1 and data.train.max() <= 1 and data.n_classes == 3
-    result = Trainer(recipe, data, Evaluator(recipe, data, torch.device("cpu")), tmp_path / "ckpt",
-                     progress=False).fit()
-    assert result.stopped_epoch == 2 and result.best_generator(torch.randn(2, 8)).shape == (2, 3, 16, 16)
-
-
-def test_an_image_folder_without_images_is_one_clear_error(tmp_path):
-    (tmp_path / "empty" / "a").mkdir(parents=True)
-    with pytest.raises(rc.RecipeError, match="holds no images"):
-        load_data(rc.load(ROOT / "recipes" / "imagefolder-dcgan.yaml", [("dataset.root", str(tmp_path / "empty"))]))
 
 
 def test_wgan_gp_penalty_is_zero_for_a_unit_gradient_and_grows_away_from_it():

@@ -23,7 +23,8 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from ganstop import plots
-from ganstop.metrics.registry import REGISTRY, Batch, outputs
+from ganstop.metrics.registry import REGISTRY, outputs
+from ganstop.metrics.scorer import Batch
 from ganstop.stopping import EarlyStopper
 from ganstop.tracking import TAG_MODEL_URI, log_bytes, log_model, log_outcome
 

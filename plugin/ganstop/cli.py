@@ -14,7 +14,7 @@ import click
 from ganstop import recipe as rc
 from ganstop.errors import GanstopError
 from ganstop.masking import mask
-from ganstop.recipe import RecipeError
+from ganstop.errors import RecipeError
 
 PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "patient", "threshold", "none")
 

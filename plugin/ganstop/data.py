@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from ganstop.recipe import Recipe, RecipeError
-
-POINT_DATASETS = ("ring8", "grid25")
+from ganstop import formats, plugins
+from ganstop.errors import RecipeError
+from ganstop.recipe import Recipe
 
 
 @dataclass
@@ -87,69 +85,49 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images * 2 - 1, torch.tensor(bunch.target)
 
 
-def _torchvision(name: str, root: str) -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        import torchvision
-    except ImportError:
-        raise RecipeError(f"dataset {name} needs torchvision: pip install 'mlflow-ganstop[vision]'") from None
-    try:
-        cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.CIFAR10
-        ds = cls(root, train=True, download=False)
-    except RuntimeError as exc:  # torchvision's "Dataset not found" and friends
-        raise RecipeError(f"dataset {name} could not be read from {root!r}: {str(exc).splitlines()[0]}") from None
-    images = torch.as_tensor(ds.data)
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-    return images, torch.as_tensor(ds.targets)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def _image_folder(root: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``root/<class>/<image>`` (torchvision's ImageFolder layout), read with Pillow: each image
-    square-cropped at its centre and resized to ``size`` as it is read, so a folder of large
-    photos never sits in memory at full size (0: the smallest image's side)."""
-    from PIL import Image
-
-    classes = sorted(d for d in Path(root).iterdir() if d.is_dir())
-    files = [(path, label) for label, folder in enumerate(classes) for path in sorted(folder.rglob("*"))
-             if path.suffix.lower() in IMAGE_SUFFIXES]
-    if not files:
-        raise RecipeError(f"dataset.root {root!r} holds no images in class folders (root/<class>/<image>.png)")
-    side = size
-    if not side:
-        side = min(min(Image.open(path).size) for path, _ in files)
-    images = []
-    for path, _ in files:
-        with Image.open(path) as image:
-            width, height = image.size
-            edge = min(width, height)
-            box = ((width - edge) // 2, (height - edge) // 2, (width + edge) // 2, (height + edge) // 2)
-            square = image.convert("RGB").resize((side, side), Image.Resampling.LANCZOS, box=box)
-        images.append(torch.from_numpy(np.asarray(square).copy()).permute(2, 0, 1))
-    return torch.stack(images), torch.tensor([label for _, label in files])
-
-
-def load_data(recipe: Recipe) -> Data:
+def image_data(recipe: Recipe, images: torch.Tensor, labels: torch.Tensor) -> Data:
+    """Images (uint8 0-255, or float in [-1, 1]) and class labels, resized once to the recipe's
+    size and split into train, validation and test: what an image dataset plugin returns."""
     cfg = recipe.dataset
-    if cfg.name in POINT_DATASETS:
-        means, std = mixture_means(cfg.name)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        train = sample_mixture(means, std, cfg.n_train, gen)
-        val = sample_mixture(means, std, cfg.n_val, gen)
-        test = sample_mixture(means, std, cfg.n_test, gen)
-        return Data("points", train, val, test=test, means=means, std=std)
-    if cfg.name == "digits":
-        images, labels = _digits()
-    elif not Path(cfg.root).is_dir():
-        raise RecipeError(f"dataset {cfg.name}: dataset.root {cfg.root!r} is not a folder")
-    else:
-        raw = _image_folder(cfg.root, cfg.image_size) if cfg.name == "imagefolder" else _torchvision(cfg.name, cfg.root)
-        images, labels = raw[0].float() / 127.5 - 1, raw[1]
+    if images.dtype == torch.uint8:
+        images = images.float() / 127.5 - 1
     size = cfg.image_size
     if recipe.model.family == "dcgan" and not size and images.shape[-1] & (images.shape[-1] - 1):
         size = 1 << math.ceil(math.log2(images.shape[-1]))  # dcgan needs powers of two: 28 -> 32
     data = _split(_resize(images, size), labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if data.n_classes < 2:
         raise RecipeError(f"dataset {cfg.name} needs at least 2 classes (sub-folders) for the feature classifier")
+    return data
+
+
+def _mixture(recipe: Recipe, options: None) -> Data:
+    cfg = recipe.dataset
+    means, std = mixture_means(cfg.name)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    train = sample_mixture(means, std, cfg.n_train, gen)
+    val = sample_mixture(means, std, cfg.n_val, gen)
+    test = sample_mixture(means, std, cfg.n_test, gen)
+    return Data("points", train, val, test=test, means=means, std=std)
+
+
+digits = plugins.Dataset(lambda recipe, options: image_data(recipe, *_digits()), kind="image")
+ring8 = plugins.Dataset(_mixture, kind="points")
+grid25 = plugins.Dataset(_mixture, kind="points")
+mnist = plugins.Dataset(lambda recipe, options: image_data(recipe, *formats.read_mnist(recipe.dataset.root)),
+                        kind="image", needs_root=True)
+cifar10 = plugins.Dataset(lambda recipe, options: image_data(recipe, *formats.read_cifar10(recipe.dataset.root)),
+                          kind="image", needs_root=True)
+imagefolder = plugins.Dataset(
+    lambda recipe, options: image_data(recipe, *formats.read_image_folder(recipe.dataset.root, recipe.dataset.image_size)),
+    kind="image", needs_root=True)
+
+
+def load_data(recipe: Recipe) -> Data:
+    """The recipe's dataset, from whichever ``ganstop.datasets`` plugin provides it."""
+    name = recipe.dataset.name
+    dataset = plugins.load("datasets", name)
+    data = dataset.load(recipe, recipe.options(name))
+    if not isinstance(data, Data) or data.kind != dataset.kind or data.test is None:
+        raise RecipeError(f"dataset plugin {name!r} must return a ganstop.data.Data of kind {dataset.kind!r} "
+                          f"with train, val and test splits")
     return data

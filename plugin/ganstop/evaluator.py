@@ -1,4 +1,4 @@
-"""Scoring a logged generator against reference data, as an MLflow model evaluator (`gan`).
+"""Scoring a logged generator against reference data, as an MLflow model scorer (`gan`).
 
 ``score`` is the one code path: ``mlflow.models.evaluate(..., model_type="gan",
 evaluators=["gan"])`` calls it through ``GanEvaluator``, and promotion calls it directly for
@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from ganstop import recipe as rc
 from ganstop.data import Data, load_data
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 
 
 def input_dim(model) -> int:
@@ -33,15 +33,15 @@ def sample(model, n: int, seed: int) -> np.ndarray:
 
 def score(model, recipe: rc.Recipe, data: Data, n_samples: int | None = None, seed: int = 0) -> dict[str, float]:
     """Every metric of the recipe for ``model``'s samples against ``data``'s held-out split."""
-    evaluator = Evaluator(recipe, data, torch.device("cpu"))
-    n = n_samples or evaluator.n_samples
+    scorer = Scorer(recipe, data, torch.device("cpu"))
+    n = n_samples or scorer.n_samples
     samples = torch.from_numpy(sample(model, n, seed))
     if tuple(samples.shape[1:]) != data.sample_shape:
         raise rc.RecipeError(f"the model generates samples of shape {tuple(samples.shape[1:])}, "
                              f"but the reference data has {data.sample_shape}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return evaluator(samples)
+        return scorer(samples)
 
 
 class GanEvaluator(ModelEvaluator):

@@ -12,7 +12,7 @@ from mlflow.exceptions import MlflowException
 
 from ganstop import plots
 from ganstop.evaluator import sample
-from ganstop.recipe import RecipeError
+from ganstop.errors import RecipeError, first_line
 from ganstop.tracking import check_reachable
 
 
@@ -22,8 +22,7 @@ def load(model_uri: str):
     try:
         return mlflow.pyfunc.load_model(model_uri)
     except MlflowException as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise RecipeError(f"cannot load {model_uri}: {first}") from None
+        raise RecipeError(f"cannot load {model_uri}: {first_line(exc)}") from None
     except OSError as exc:
         raise RecipeError(f"cannot load {model_uri}: {exc.strerror or exc}") from None
 

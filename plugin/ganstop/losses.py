@@ -1,36 +1,18 @@
 """GAN objectives and the penalties on the discriminator's gradient.
 
-``train.loss`` picks an objective: the non-saturating loss (Goodfellow et al. 2014), the hinge
-loss (SNGAN, BigGAN) or WGAN-GP (Gulrajani et al. 2017), whose gradient penalty on points
-between real and fake samples is part of the objective. R1 on real data (``train.r1_gamma``)
-can be added to any of them.
+``train.loss`` names an installed ``ganstop.losses`` plugin; ganstop's own are the
+non-saturating loss (Goodfellow et al. 2014), the hinge loss (SNGAN, BigGAN) and WGAN-GP
+(Gulrajani et al. 2017), whose gradient penalty on points between real and fake samples is part
+of the objective. R1 on real data (``train.r1_gamma``) can be added to any of them.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-Logits = torch.Tensor
-
-
-@dataclass(frozen=True)
-class Objective:
-    discriminator: Callable[[Logits, Logits], torch.Tensor]  # (D(real), D(fake)) -> D's loss
-    generator: Callable[[Logits], torch.Tensor]  # D(fake) -> G's loss
-    gradient_penalty: bool = False  # WGAN-GP: add train.gp_lambda x the interpolate penalty to D's loss
-
-
-OBJECTIVES = {
-    "nonsaturating": Objective(lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(),
-                               lambda f: F.softplus(-f).mean()),
-    "hinge": Objective(lambda r, f: torch.relu(1 - r).mean() + torch.relu(1 + f).mean(), lambda f: -f.mean()),
-    "wgan-gp": Objective(lambda r, f: f.mean() - r.mean(), lambda f: -f.mean(), gradient_penalty=True),
-}
+from ganstop.plugins import Objective
 
 
 def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
@@ -47,3 +29,8 @@ def gradient_penalty(discriminator: nn.Module, real: torch.Tensor, fake: torch.T
     mixed = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_()
     (grad,) = torch.autograd.grad(discriminator(mixed).sum(), mixed, create_graph=True)
     return (grad.float().flatten(1).norm(dim=1) - 1).square().mean()
+
+
+nonsaturating = Objective(lambda r, f: F.softplus(-r).mean() + F.softplus(f).mean(), lambda f: F.softplus(-f).mean())
+hinge = Objective(lambda r, f: torch.relu(1 - r).mean() + torch.relu(1 + f).mean(), lambda f: -f.mean())
+wgan_gp = Objective(lambda r, f: f.mean() - r.mean(), lambda f: -f.mean(), penalty=gradient_penalty)

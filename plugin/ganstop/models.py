@@ -1,4 +1,5 @@
-"""Generator and discriminator families, chosen by name from the recipe (no imports by path)."""
+"""ganstop's model families, ``mlp`` (2D points) and ``dcgan`` (images), and ``build``, which makes
+any installed family's pair: the built-ins are ``ganstop.models`` entry points like a user's."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganstop.recipe import ModelConfig
+from ganstop import plugins
+from ganstop.recipe import ModelConfig, Recipe
 
 
 def _d_layer(layer: nn.Module, norm: str, features: int, conv: bool) -> list[nn.Module]:
@@ -98,13 +100,20 @@ class Sampler(nn.Module):
         return ((x + 1) / 2).clamp(0, 1) if self.images else x
 
 
-def build(cfg: ModelConfig, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    """The (generator, discriminator) pair for a model family and a sample shape."""
-    if cfg.family == "mlp":
-        dim = math.prod(sample_shape)
-        if len(sample_shape) != 1:
-            raise ValueError("the mlp family models flat samples (2D points)")
-        return MLPGenerator(cfg, dim), MLPDiscriminator(cfg, dim)
-    if len(sample_shape) != 3:
-        raise ValueError("the dcgan family models images")
-    return DCGANGenerator(cfg, sample_shape), DCGANDiscriminator(cfg, sample_shape)
+def _mlp(recipe: Recipe, sample_shape: tuple[int, ...], options: None) -> tuple[nn.Module, nn.Module]:
+    dim = math.prod(sample_shape)
+    return MLPGenerator(recipe.model, dim), MLPDiscriminator(recipe.model, dim)
+
+
+def _dcgan(recipe: Recipe, sample_shape: tuple[int, ...], options: None) -> tuple[nn.Module, nn.Module]:
+    return DCGANGenerator(recipe.model, sample_shape), DCGANDiscriminator(recipe.model, sample_shape)
+
+
+mlp = plugins.ModelFamily(_mlp, kinds=("points",))
+dcgan = plugins.ModelFamily(_dcgan, kinds=("image",))
+
+
+def build(recipe: Recipe, sample_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """The (generator, discriminator) pair of the recipe's model family for a sample shape."""
+    family = recipe.model.family
+    return plugins.load("models", family).build(recipe, tuple(sample_shape), recipe.options(family))

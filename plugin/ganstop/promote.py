@@ -18,8 +18,9 @@ from ganstop.data import load_data
 from ganstop.evaluator import score
 from ganstop.masking import mask
 from ganstop.metrics.registry import headline, outputs, resolve
-from ganstop.recipe import RecipeError
+from ganstop.errors import RecipeError
 from ganstop.search import DEFAULT_STORAGE, RUN_ATTR, TAG_STUDY
+from ganstop.stopping import better
 from ganstop.tracking import TAG_MODEL_URI, check_reachable, logged_recipe
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -73,10 +74,6 @@ def _candidate(client: MlflowClient, run_id: str):
     return run
 
 
-def _better(a: float, b: float, mode: str) -> bool:
-    return a < b if mode == "min" else a > b
-
-
 def promote(model_name: str, run_id: str | None = None, study_name: str | None = None, storage: str | None = None,
             dry_run: bool = False, n_samples: int | None = None, seed: int = 0, metric: str | None = None) -> Decision:
     if bool(run_id) == bool(study_name):
@@ -116,7 +113,7 @@ def _decide(client: MlflowClient, model_name: str, run, recipe, data, metric: st
     if champion is not None and champion.version != getattr(existing, "version", None):
         champion_model = mlflow.pyfunc.load_model(f"models:/{model_name}/{champion.version}")
         champion_score = score(champion_model, recipe, data, n_samples, seed)[metric]
-    wins = champion is None or champion_score is None or _better(candidate_score, champion_score, mode)
+    wins = champion is None or champion_score is None or better(candidate_score, champion_score, mode)
     return Decision(model_name, run.info.run_id, metric, mode, candidate_score, champion_score,
                     champion.version if champion else None, CHAMPION if wins else CHALLENGER,
                     existing.version if existing else None, study_name or run.data.tags.get(TAG_STUDY))

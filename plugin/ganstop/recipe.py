@@ -1,254 +1,265 @@
 """The typed recipe: every default in one place, short YAML files over it, CLI overrides.
 
 A recipe file names only what differs from the defaults below (StudioGAN style). Loading is
-``yaml.safe_load`` into dataclasses; an unknown key is an error naming the closest valid
-one, and every value is checked before anything runs, so bad input never starts a run.
+``yaml.safe_load`` into pydantic models, which check each value's type and range as it is set;
+an unknown key is an error naming the closest valid one, and the recipe is validated as a whole
+before anything runs, so bad input never starts a run. Plugins add sections of their own
+(``ganstop.plugins``): a section named after the plugin, checked by the plugin's pydantic model.
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
-import math
 import sys
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from ganstop import plugins
+from ganstop.errors import RecipeError, suggest
+from ganstop.metrics import registry
+from ganstop.stopping import CRITERIA
 
 
-class RecipeError(ValueError):
-    """A recipe or override the user must fix; the message says how, in one line."""
+def _number(kind: type):
+    """int/float that refuse booleans (pydantic's lax mode reads True as 1), and ints that refuse 2.5."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError(f"must be {kind.__name__}")
+        return value
+
+    return BeforeValidator(check)
 
 
-@dataclass
-class DatasetConfig:
-    name: str = "digits"  # digits | ring8 | grid25 | mnist | cifar10 | imagefolder
+def _comma_list(value: Any) -> Any:
+    """``--set stopping.criteria=patience,trend`` as well as a YAML list."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def _min_delta(value: Any) -> Any:
+    if value == "auto":
+        return value
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number >= 0 or auto") from None
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
+Int = Annotated[int, _number(int)]
+Float = Annotated[float, _number(float)]
+Positive = Annotated[int, _number(int), Field(gt=0)]
+Count = Annotated[int, _number(int), Field(ge=0)]
+PositiveFloat = Annotated[float, _number(float), Field(gt=0)]
+NonNegative = Annotated[float, _number(float), Field(ge=0)]
+Share = Annotated[float, _number(float), Field(ge=0, lt=1)]
+Names = Annotated[list[str], BeforeValidator(_comma_list)]
+Schedule = Literal["none", "linear", "exponential", "step", "cosine"]
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys refused, every assignment validated, numbers read as text
+    where text is wanted (``dataset.root: 2024``), no infinities or NaNs."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True,
+                              coerce_numbers_to_str=True, allow_inf_nan=False)
+
+
+class DatasetConfig(Section):
+    name: str = "digits"  # an installed dataset plugin: digits | ring8 | grid25 | mnist | cifar10 | imagefolder
     root: str = ""  # data folder for mnist / cifar10 / imagefolder
-    image_size: int = 0  # 0 keeps the dataset's own size; else resize (power of two for dcgan)
-    n_train: int = 100_000  # points drawn for the 2D mixtures
-    val_fraction: float = 0.2  # validation (images): what stopping, best-epoch selection and the search see
-    test_fraction: float = 0.1  # test (images): final and promotion scores only; nothing selects on it
-    n_val: int = 2_500  # validation points for the 2D mixtures
-    n_test: int = 2_500  # test points for the 2D mixtures
-    seed: int = 0  # split and mixture sampling; independent of the training seed
+    image_size: Count = 0  # 0 keeps the dataset's own size; else resize (power of two for dcgan)
+    n_train: Positive = 100_000  # points drawn for the 2D mixtures
+    val_fraction: Share = 0.2  # validation (images): what stopping, best-epoch selection and the search see
+    test_fraction: Share = 0.1  # test (images): final and promotion scores only; nothing selects on it
+    n_val: Positive = 2_500  # validation points for the 2D mixtures
+    n_test: Positive = 2_500  # test points for the 2D mixtures
+    seed: Int = 0  # split and mixture sampling; independent of the training seed
 
 
-@dataclass
-class ModelConfig:
-    family: str = "dcgan"  # mlp | dcgan
-    z_dim: int = 32
-    width: int = 64  # hidden units (mlp) or base channels (dcgan)
-    depth: int = 3  # hidden layers (mlp only; dcgan depth follows the image size)
-    d_norm: str = "batch"  # discriminator normalization: batch | none | spectral
+class ModelConfig(Section):
+    family: str = "dcgan"  # an installed model plugin: mlp | dcgan
+    z_dim: Positive = 32
+    width: Positive = 64  # hidden units (mlp) or base channels (dcgan)
+    depth: Positive = 3  # hidden layers (mlp only; dcgan depth follows the image size)
+    d_norm: Literal["batch", "none", "spectral"] = "batch"  # discriminator normalization
 
 
-@dataclass
-class TrainConfig:
-    max_epochs: int = 100
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    loss: str = "nonsaturating"  # nonsaturating | hinge | wgan-gp (see ganstop.losses)
-    gp_lambda: float = 10.0  # wgan-gp: weight of the gradient penalty on real-fake interpolates
-    r1_gamma: float = 0.0  # R1 penalty gamma/2 * E||grad D(real)||^2 on the discriminator; 0 is off
-    d_steps: int = 1  # discriminator updates per generator update
-    seed: int = 0
+class TrainConfig(Section):
+    max_epochs: Positive = 100
+    batch_size: Positive = 64
+    lr_g: PositiveFloat = 2e-4
+    lr_d: PositiveFloat = 2e-4
+    beta1: Share = 0.5
+    beta2: Share = 0.999
+    loss: str = "nonsaturating"  # an installed loss plugin: nonsaturating | hinge | wgan-gp
+    gp_lambda: NonNegative = 10.0  # weight of the objective's own penalty (wgan-gp: the gradient penalty)
+    r1_gamma: NonNegative = 0.0  # R1 penalty gamma/2 * E||grad D(real)||^2 on the discriminator; 0 is off
+    d_steps: Positive = 1  # discriminator updates per generator update
+    seed: Int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # NHWC for conv models on CUDA
     compile: bool = False  # torch.compile the training step modules (CUDA)
-    keep_checkpoints: str = "best_last"  # once the run's model is logged: best_last | all | none
-    checkpoint_seconds: float = 300.0  # the full resumable state at most this often (0: every epoch), and at the end
+    keep_checkpoints: Literal["best_last", "all", "none"] = "best_last"  # once the run's model is logged
+    checkpoint_seconds: NonNegative = 300.0  # the full resumable state at most this often (0: every epoch), and at the end
 
 
-@dataclass
-class DecayConfig:
+class DecayConfig(Section):
     # LR schedules are stepped once per epoch. `*_final_lr` is the LR at max_epochs as a
     # fraction of the initial one, whatever the schedule, so schedules compare in a search.
-    g_schedule: str = "none"  # none | linear | exponential | step | cosine
-    d_schedule: str = "none"
-    g_final_lr: float = 0.1
-    d_final_lr: float = 0.1
-    step_every: int = 10  # epochs between drops of the step schedule
-    g_weight_decay: float = 0.0  # decoupled (AdamW)
-    d_weight_decay: float = 0.0
-    d_penalty: str = "none"  # none | l1 | l2: lambda * R(D weights) added to the D loss
-    d_penalty_lambda: float = 0.0
+    g_schedule: Schedule = "none"
+    d_schedule: Schedule = "none"
+    g_final_lr: PositiveFloat = 0.1
+    d_final_lr: PositiveFloat = 0.1
+    step_every: Positive = 10  # epochs between drops of the step schedule
+    g_weight_decay: NonNegative = 0.0  # decoupled (AdamW)
+    d_weight_decay: NonNegative = 0.0
+    d_penalty: Literal["none", "l1", "l2"] = "none"  # lambda * R(D weights) added to the D loss
+    d_penalty_lambda: NonNegative = 0.0
 
 
-@dataclass
-class EmaConfig:
+class EmaConfig(Section):
     enabled: bool = True
-    decay: float = 0.999  # per generator step
-    start_epoch: int = 1  # average from this epoch on (earlier weights are mostly noise)
+    decay: Share = 0.999  # per generator step
+    start_epoch: Count = 1  # average from this epoch on (earlier weights are mostly noise)
 
 
-@dataclass
-class StoppingConfig:
+class StoppingConfig(Section):
     # Names and meanings as in Keras/Lightning; see ganstop.stopping for the criteria.
     monitor: str = ""  # empty: the dataset's headline metric (fid for images, mode_error for 2D)
-    mode: str = "auto"  # auto (from the metric) | min | max
-    criteria: list[str] = field(default_factory=lambda: ["patience"])  # patience | trend | gl | pq | up
-    combine: str = "any"  # stop when any / all of the criteria say so
-    patience: int = 10  # epochs (as Keras counts) without an improvement larger than min_delta
-    min_delta: float | str = 0.0  # a number, or auto: 1 standard error of the difference (min_delta_mode se)
-    min_delta_mode: str = "absolute"  # absolute | relative (fraction of the reference) | se (standard errors)
-    delta_reference: str = "improvement"  # improvement (Keras, Lightning) | best (every gain moves the bar, Ignite)
-    warmup: int = 5  # Keras start_from_epoch: epochs not monitored (only a non-finite value stops there)
-    baseline: float | None = None  # the metric must beat this to count as improving
-    stopping_threshold: float | None = None  # stop as soon as the metric is this good
-    divergence_threshold: float | None = None  # stop as soon as the metric is this bad
+    mode: Literal["auto", "min", "max"] = "auto"  # auto: from the metric
+    criteria: Names = ["patience"]  # patience | trend | gl | pq | up
+    combine: Literal["any", "all"] = "any"  # stop when any / all of the criteria say so
+    patience: Count = 10  # epochs (as Keras counts) without an improvement larger than min_delta
+    # a number, or auto: 1 standard error of the difference (min_delta_mode se)
+    min_delta: Annotated[float | Literal["auto"], BeforeValidator(_min_delta)] = 0.0
+    min_delta_mode: Literal["absolute", "relative", "se"] = "absolute"  # relative: fraction of the reference
+    delta_reference: Literal["improvement", "best"] = "improvement"  # best: every gain moves the bar (Ignite)
+    warmup: Count = 5  # Keras start_from_epoch: epochs not monitored (only a non-finite value stops there)
+    baseline: Float | None = None  # the metric must beat this to count as improving
+    stopping_threshold: Float | None = None  # stop as soon as the metric is this good
+    divergence_threshold: Float | None = None  # stop as soon as the metric is this bad
     check_finite: bool = True
-    window: int = 10  # trend: the Theil-Sen slope is fitted on the checks of the last `window` epochs
-    strip: int = 5  # pq, up: Prechelt's strip length, in epochs
-    gl_alpha: float = 5.0  # gl: percent worse than the best
-    pq_alpha: float = 0.75  # pq: generalization loss per unit of progress
-    up_strips: int = 3  # up: successive strips that each end worse
+    window: Annotated[int, _number(int), Field(ge=3)] = 10  # trend: Theil-Sen slope over the last `window` epochs
+    strip: Positive = 5  # pq, up: Prechelt's strip length, in epochs
+    gl_alpha: PositiveFloat = 5.0  # gl: percent worse than the best
+    pq_alpha: PositiveFloat = 0.75  # pq: generalization loss per unit of progress
+    up_strips: Positive = 3  # up: successive strips that each end worse
 
 
-@dataclass
-class MetricsConfig:
-    names: list[str] = field(default_factory=lambda: ["auto"])  # auto: the dataset's set
-    budget: float = 0.04  # checks, and all else the loop does besides training, take at most this share of it
-    every: int | None = None  # a fixed check every N epochs (and at the last) instead of the budget
-    n_samples: int = 0  # generated samples per check; 0: as many as held-out reals
-    kid_subset_size: int = 100
-    classifier_epochs: int = 8  # training of the cached feature classifier
+class MetricsConfig(Section):
+    names: Names = ["auto"]  # auto: the dataset's set
+    budget: Annotated[float, _number(float), Field(gt=0, le=1)] = 0.04  # checks and all else besides training: this share of it
+    every: Annotated[int, _number(int), Field(ge=1)] | None = None  # a fixed check every N epochs (and at the last)
+    n_samples: Count = 0  # generated samples per check; 0: as many as held-out reals
+    kid_subset_size: Positive = 100
+    classifier_epochs: Positive = 8  # training of the cached feature classifier
     cache_dir: str = ""  # feature-classifier cache; empty: $GANSTOP_CACHE or ~/.cache/ganstop
     inception_weights: str = ""  # path to FID Inception weights; enables inception_fid
-    grid_size: int = 64  # images in the logged sample grid
-    grid_every: int = 5  # a sample grid every N checks, on every new best, and at the last check
+    grid_size: Positive = 64  # images in the logged sample grid
+    grid_every: Positive = 5  # a sample grid every N checks, on every new best, and at the last check
 
 
-@dataclass
-class Recipe:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    decay: DecayConfig = field(default_factory=DecayConfig)
-    ema: EmaConfig = field(default_factory=EmaConfig)
-    stopping: StoppingConfig = field(default_factory=StoppingConfig)
-    metrics: MetricsConfig = field(default_factory=MetricsConfig)
-    search: dict[str, Any] = field(default_factory=dict)  # consumed by `ganstop tune`
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    decay: DecayConfig = Field(default_factory=DecayConfig)
+    ema: EmaConfig = Field(default_factory=EmaConfig)
+    stopping: StoppingConfig = Field(default_factory=StoppingConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    search: dict[str, Any] = Field(default_factory=dict)  # consumed by `ganstop tune`
+    plugins: dict[str, Any] = Field(default_factory=dict)  # plugin name -> its options model (its own section)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Sections as a recipe file writes them: plugin sections at the top level."""
+        out = self.model_dump(exclude={"plugins"})
+        out.update({name: options.model_dump() for name, options in self.plugins.items()})
+        return out
 
     def flat(self) -> dict[str, Any]:
         """``section.key -> value`` for every setting (the search space left out)."""
-        return {
-            f"{section}.{key}": value
-            for section, values in self.to_dict().items()
-            if section != "search"
-            for key, value in values.items()
-        }
+        return {f"{section}.{key}": value for section, values in self.to_dict().items() if section != "search"
+                for key, value in values.items()}
+
+    def options(self, name: str) -> Any:
+        """A plugin's options (its pydantic model), defaults filled in by validation."""
+        return self.plugins.get(name)
 
 
-CHOICES = {
-    "dataset.name": ("digits", "ring8", "grid25", "mnist", "cifar10", "imagefolder"),
-    "model.family": ("mlp", "dcgan"),
-    "model.d_norm": ("batch", "none", "spectral"),
-    "train.loss": ("nonsaturating", "hinge", "wgan-gp"),
-    "train.keep_checkpoints": ("best_last", "all", "none"),
-    "decay.g_schedule": ("none", "linear", "exponential", "step", "cosine"),
-    "decay.d_schedule": ("none", "linear", "exponential", "step", "cosine"),
-    "decay.d_penalty": ("none", "l1", "l2"),
-    "stopping.mode": ("auto", "min", "max"),
-    "stopping.min_delta_mode": ("absolute", "relative", "se"),
-    "stopping.delta_reference": ("improvement", "best"),
-    "stopping.combine": ("any", "all"),
+SECTIONS = [name for name in Recipe.model_fields if name != "plugins"]
+MESSAGES = {  # pydantic error type -> what the one-line error says after the key
+    "int_parsing": "must be int", "int_type": "must be int", "int_from_float": "must be int",
+    "float_parsing": "must be float", "float_type": "must be float", "bool_parsing": "must be bool",
+    "bool_type": "must be bool", "string_type": "must be str", "list_type": "must be a list",
+    "finite_number": "must be a finite number", "missing": "must be set",
 }
-POSITIVE = ("model.z_dim", "model.width", "model.depth", "train.max_epochs", "train.batch_size",
-            "train.lr_g", "train.lr_d", "train.d_steps", "decay.step_every", "metrics.grid_every",
-            "dataset.n_train", "dataset.n_val", "dataset.n_test", "metrics.kid_subset_size", "metrics.grid_size",
-            "metrics.classifier_epochs", "decay.g_final_lr", "decay.d_final_lr", "stopping.strip",
-            "stopping.up_strips", "stopping.gl_alpha", "stopping.pq_alpha")
-NON_NEGATIVE = ("stopping.patience", "stopping.warmup", "train.r1_gamma", "decay.g_weight_decay",
-                "decay.d_weight_decay", "decay.d_penalty_lambda", "metrics.n_samples",
-                "dataset.image_size", "ema.start_epoch", "train.checkpoint_seconds",
-                "train.gp_lambda")
-UNIT_INTERVAL = ("train.beta1", "train.beta2", "ema.decay", "dataset.val_fraction", "dataset.test_fraction")
 
 
-def _closest(word: str, options) -> str:
-    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.0)
-    return f" (did you mean {match[0]!r}?)" if match else ""
+def _message(path: str, error: dict, value: Any) -> str:
+    """One pydantic error as one line that names the key and the fix."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind in MESSAGES:
+        text = MESSAGES[kind]
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        ops = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
+               "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
+        key, op = ops[kind]
+        text = f"must be {op} {ctx[key]}"
+        if path in _SHARES:
+            text = "must be in [0, 1)"
+    elif kind == "literal_error":
+        options = [o.strip(" '") for o in ctx["expected"].replace(" or ", ", ").split(",")]
+        return f"{path} must be one of {', '.join(options)}, not {value!r}{suggest(str(value), options)}"
+    elif kind == "value_error":
+        text = str(ctx.get("error", error["msg"]))
+    else:
+        text = error["msg"].lower()
+    text = " ".join(text.split())
+    return f"{path} {text}, not {value!r}" if not isinstance(value, (dict, list)) or kind != "finite_number" else f"{path} {text}"
 
 
-def _coerce(path: str, value: Any, hint: Any) -> Any:
-    """Turn YAML/CLI values into the field's type, or say which field is wrong."""
-    options = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
-        typing.Union, types.UnionType) else [hint]
-    optional = type(None) in typing.get_args(hint)
-    if len(options) > 1:  # float | str: the first type the value reads as
-        for option in options[:-1]:
-            try:
-                return _coerce(path, value, option)
-            except RecipeError:
-                pass
-    base = options[-1]
-    if value is None or (optional and isinstance(value, str) and value.lower() in ("", "none", "null")):
-        if optional:
-            return None
-        raise RecipeError(f"{path} must not be empty")
-    origin = typing.get_origin(base)
-    try:
-        if base is bool:
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("true", "1", "yes", "on"):
-                return True
-            if str(value).lower() in ("false", "0", "no", "off"):
-                return False
-            raise ValueError
-        if base is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value) if not isinstance(value, str) else int(value.strip())
-        if base is float:
-            if isinstance(value, bool):
-                raise ValueError
-            return float(value)
-        if base is str:
-            if isinstance(value, (dict, list)):
-                raise ValueError
-            return str(value)
-        if origin is list:
-            items = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
-            return [str(v) for v in items]
-        if origin is dict:
-            if not isinstance(value, dict):
-                raise ValueError
-            return value
-    except (TypeError, ValueError):
-        pass
-    name = getattr(base, "__name__", str(base))
-    raise RecipeError(f"{path} must be {'a list' if origin is list else 'a mapping' if origin is dict else name}, not {value!r}")
+_SHARES = {f"{s}.{k}" for s, model in ((s, Recipe.model_fields[s].annotation) for s in SECTIONS if s != "search")
+           for k, f in model.model_fields.items()
+           if any(getattr(m, "lt", None) == 1 for m in f.metadata)}
 
 
-def _section_hints(section: str) -> dict[str, Any]:
-    return typing.get_type_hints(typing.get_type_hints(Recipe)[section])
+def _section(recipe: Recipe, section: str) -> BaseModel:
+    """The model a ``section.key`` path sets: a built-in section or an installed plugin's."""
+    if section in SECTIONS and section != "search":
+        return getattr(recipe, section)
+    if section == "search":
+        raise RecipeError("the search section is set in the recipe file, not by an override")
+    if section not in recipe.plugins:
+        sections = plugins.option_models() if section not in plugins.RESERVED else {}
+        if section not in sections:
+            known = SECTIONS + sorted(sections)
+            raise RecipeError(f"unknown recipe section {section!r}{suggest(section, known)}")
+        recipe.plugins[section] = sections[section]()
+    return recipe.plugins[section]
 
 
 def set_value(recipe: Recipe, path: str, value: Any) -> None:
-    """Set ``section.key`` from a YAML or CLI value, checking the name and the type."""
+    """Set ``section.key`` from a YAML or CLI value, checking the name, type and range."""
     section, _, key = path.partition(".")
-    sections = [f.name for f in dataclasses.fields(Recipe)]
-    if section not in sections:
-        raise RecipeError(f"unknown recipe section {section!r}{_closest(section, sections)}")
-    if section == "search":
-        raise RecipeError("the search section is set in the recipe file, not by an override")
-    hints = _section_hints(section)
-    if key not in hints:
-        raise RecipeError(f"unknown recipe key {path!r}{_closest(key, hints)}")
-    setattr(getattr(recipe, section), key, _coerce(path, value, hints[key]))
+    target = _section(recipe, section)
+    fields = type(target).model_fields
+    if key not in fields:
+        raise RecipeError(f"unknown recipe key {path!r}{suggest(key, fields)}")
+    try:
+        setattr(target, key, value)
+    except ValidationError as exc:
+        raise RecipeError(_message(path, exc.errors()[0], value)) from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -279,7 +290,7 @@ def find(name: str | Path) -> Path:
         if (folder / f"{stem}.yaml").is_file():
             return folder / f"{stem}.yaml"
     known = sorted({p.stem for folder in bundled_dirs() if folder.is_dir() for p in folder.glob("*.yaml")})
-    raise RecipeError(f"recipe file {str(name)!r} does not exist{_closest(stem, known)}; shipped: {', '.join(known)}")
+    raise RecipeError(f"recipe file {str(name)!r} does not exist{suggest(stem, known)}; shipped: {', '.join(known)}")
 
 
 def read(path: str | Path) -> dict[str, Any]:
@@ -312,7 +323,7 @@ def from_dict(data: dict[str, Any], overrides: list[tuple[str, Any]] = (), base:
             recipe.search = values
             continue
         if not isinstance(values, dict):
-            raise RecipeError(f"recipe section {section!r} must be a mapping of keys")
+            raise RecipeError(f"recipe section {str(section)!r} must be a mapping of keys")
         for key, value in values.items():
             set_value(recipe, f"{section}.{key}", value)
     for key, value in overrides:
@@ -327,56 +338,41 @@ def load(path: str | Path | None = None, overrides: list[tuple[str, Any]] = (), 
 
 
 def validate(recipe: Recipe) -> None:
-    """Ranges and combinations the dataclass types cannot express."""
-    flat = recipe.flat()
-    for key, value in flat.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise RecipeError(f"{key} must be a finite number, not {value}")
-    for key, options in CHOICES.items():
-        if flat[key] not in options:
-            raise RecipeError(f"{key} must be one of {', '.join(options)}, not {flat[key]!r}{_closest(str(flat[key]), options)}")
-    for key in POSITIVE:
-        if not flat[key] > 0:
-            raise RecipeError(f"{key} must be > 0, not {flat[key]!r}")
-    for key in NON_NEGATIVE:
-        if flat[key] < 0:
-            raise RecipeError(f"{key} must be >= 0, not {flat[key]!r}")
-    for key in UNIT_INTERVAL:
-        if not 0 <= flat[key] < 1:
-            raise RecipeError(f"{key} must be in [0, 1), not {flat[key]!r}")
-    if not 0 < recipe.metrics.budget <= 1:
-        raise RecipeError(f"metrics.budget must be a share of training time in (0, 1], not {recipe.metrics.budget!r}")
-    if recipe.metrics.every is not None and recipe.metrics.every < 1:
-        raise RecipeError(f"metrics.every must be >= 1 epoch, or empty to schedule checks by metrics.budget, "
-                          f"not {recipe.metrics.every!r}")
+    """Combinations no single field can check: plugins that exist and fit the data, metrics that
+    fit the dataset, a stopper that can ever act."""
     device = recipe.train.device
     if not (device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())):
         raise RecipeError(f"train.device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    dataset = plugins.load("datasets", recipe.dataset.name)
+    family = plugins.load("models", recipe.model.family)
+    loss = plugins.load("losses", recipe.train.loss)
+    for name, spec in ((recipe.dataset.name, dataset), (recipe.model.family, family), (recipe.train.loss, loss)):
+        if spec.options is not None and name not in recipe.plugins:
+            recipe.plugins[name] = spec.options()  # its defaults, logged with the run's params
+    if dataset.kind not in family.kinds:
+        fitting = [n for n in plugins.names("models") if dataset.kind in plugins.load("models", n).kinds]
+        raise RecipeError(f"dataset {recipe.dataset.name} is {'2D points' if dataset.kind == 'points' else 'images'} "
+                          f"and model family {recipe.model.family} models {', '.join(family.kinds)}: "
+                          f"set model.family={' or '.join(fitting)}")
+    if dataset.needs_root and not recipe.dataset.root:
+        raise RecipeError(f"dataset {recipe.dataset.name} needs dataset.root (the data folder)")
     _validate_stopping(recipe)
     if recipe.ema.start_epoch > recipe.train.max_epochs and recipe.ema.enabled:
         raise RecipeError("ema.start_epoch is past train.max_epochs: lower it or set ema.enabled=false")
-    if recipe.train.loss == "wgan-gp" and recipe.model.d_norm == "batch":
-        raise RecipeError("train.loss=wgan-gp penalizes each sample's gradient, which batch norm mixes across the "
-                          "batch: set model.d_norm=none (or spectral)")
+    if loss.penalty is not None and recipe.model.d_norm == "batch":
+        raise RecipeError(f"train.loss={recipe.train.loss} penalizes each sample's gradient, which batch norm mixes "
+                          f"across the batch: set model.d_norm=none (or spectral)")
     if recipe.decay.d_penalty != "none" and recipe.decay.d_penalty_lambda == 0:
         raise RecipeError(f"decay.d_penalty={recipe.decay.d_penalty} needs decay.d_penalty_lambda > 0")
     held_out = recipe.dataset.val_fraction + recipe.dataset.test_fraction
     if recipe.dataset.val_fraction <= 0 or recipe.dataset.test_fraction <= 0 or held_out > 0.8:
         raise RecipeError(f"dataset.val_fraction and dataset.test_fraction must both be > 0 and leave at least 20% "
                           f"to train on, not {recipe.dataset.val_fraction} + {recipe.dataset.test_fraction}")
-    is_points = recipe.dataset.name in ("ring8", "grid25")
-    if is_points and recipe.model.family != "mlp":
-        raise RecipeError(f"dataset {recipe.dataset.name} is 2D points: set model.family=mlp")
-    if recipe.dataset.name in ("mnist", "cifar10", "imagefolder") and not recipe.dataset.root:
-        raise RecipeError(f"dataset {recipe.dataset.name} needs dataset.root (the data folder)")
     if recipe.model.family == "dcgan" and recipe.dataset.image_size:
         size = recipe.dataset.image_size
         if size < 8 or size & (size - 1):
             raise RecipeError(f"dataset.image_size must be a power of two >= 8 for dcgan, not {size}")
-    # Metric names and the monitor depend on the dataset; metrics.registry checks them.
-    from ganstop.metrics import registry
-
-    registry.resolve(recipe)
+    registry.resolve(recipe)  # metric names and the monitor depend on the dataset
 
 
 def _validate_stopping(recipe: Recipe) -> None:
@@ -384,19 +380,11 @@ def _validate_stopping(recipe: Recipe) -> None:
     if st.warmup >= recipe.train.max_epochs:
         raise RecipeError(f"stopping.warmup ({st.warmup}) must be below train.max_epochs "
                           f"({recipe.train.max_epochs}), or no epoch is ever monitored")
-    if isinstance(st.min_delta, str) and st.min_delta != "auto":
-        raise RecipeError(f"stopping.min_delta must be a number >= 0 or auto, not {st.min_delta!r}")
-    if not isinstance(st.min_delta, str) and st.min_delta < 0:
-        raise RecipeError(f"stopping.min_delta must be >= 0, not {st.min_delta!r}")
-    from ganstop.stopping import CRITERIA
-
     for name in st.criteria:
         if name not in CRITERIA:
-            raise RecipeError(f"unknown stopping criterion {name!r}{_closest(name, CRITERIA)}; known: {', '.join(CRITERIA)}")
+            raise RecipeError(f"unknown stopping criterion {name!r}{suggest(name, CRITERIA)}; known: {', '.join(CRITERIA)}")
     if not st.criteria:
         raise RecipeError(f"stopping.criteria must name at least one of {', '.join(CRITERIA)}")
-    if st.window < 3:
-        raise RecipeError(f"stopping.window must be >= 3 epochs to fit a slope, not {st.window}")
 
 
 def to_yaml(recipe: Recipe) -> str:

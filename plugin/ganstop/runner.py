@@ -20,11 +20,11 @@ from mlflow.tracking import MlflowClient
 
 from ganstop import checkpoint
 from ganstop.data import Data, load_data
-from ganstop.metrics.registry import Evaluator
+from ganstop.metrics.scorer import Scorer
 from ganstop.paths import cache_root
 from ganstop.masking import mask
-from ganstop.recipe import Recipe, RecipeError
-from ganstop.errors import TrackingLost
+from ganstop.recipe import Recipe
+from ganstop.errors import RecipeError, TrackingLost, first_line
 from ganstop.tracking import MlflowLogger, logged_recipe, open_store
 from ganstop.train import Callback, Trainer, TrainResult, resolve_device
 
@@ -34,29 +34,28 @@ class Prepared:
     recipe: Recipe
     device: torch.device
     data: Data
-    evaluator: Evaluator  # validation: stopping, best epoch, search
-    test_evaluator: Evaluator  # test: the final scores only
+    scorer: Scorer  # validation: stopping, best epoch, search
+    test_scorer: Scorer  # test: the final scores only
 
 
 def prepare(recipe: Recipe) -> Prepared:
     device = resolve_device(recipe.train.device)
     data = load_data(recipe)
-    return Prepared(recipe, device, data, Evaluator(recipe, data, device), Evaluator(recipe, data.test_split(), device))
+    return Prepared(recipe, device, data, Scorer(recipe, data, device), Scorer(recipe, data.test_split(), device))
 
 
 def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = (), progress: bool = True
                  ) -> tuple[TrainResult, MlflowLogger]:
     """Train inside the active MLflow run ``run_id``; checkpoints go to the local cache."""
     logger = MlflowLogger(run_id, prepared.recipe)
-    trainer = Trainer(prepared.recipe, prepared.data, prepared.evaluator, checkpoint_dir(run_id),
+    trainer = Trainer(prepared.recipe, prepared.data, prepared.scorer, checkpoint_dir(run_id),
                       callbacks=[logger, *callbacks], device=prepared.device, progress=progress,
-                      test_evaluator=prepared.test_evaluator)
+                      test_scorer=prepared.test_scorer)
     trainer.resume()
     try:
         result = trainer.fit()
     except (MlflowException, requests.RequestException) as exc:
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise TrackingLost(f"lost the tracking store at epoch {trainer.epoch} ({mask(reason)}); checkpoints are "
+        raise TrackingLost(f"lost the tracking store at epoch {trainer.epoch} ({mask(first_line(exc))}); checkpoints are "
                            f"kept in {trainer.checkpoint_dir}; resume with: ganstop train --resume {run_id}") from None
     except BaseException:
         with contextlib.suppress(MlflowException, requests.RequestException):

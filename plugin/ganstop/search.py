@@ -24,7 +24,8 @@ from mlflow.tracking.context.registry import resolve_tags
 from ganstop import recipe as rc
 from ganstop import runner, sqlite_schema
 from ganstop.masking import mask
-from ganstop.recipe import Recipe, RecipeError
+from ganstop.errors import RecipeError, first_line
+from ganstop.recipe import Recipe
 from ganstop.stopping import StopReason
 from ganstop.train import Callback
 
@@ -173,8 +174,7 @@ def make_storage(url: str | None, heartbeat_interval: int, grace_period: int, re
     except ImportError as exc:
         raise RecipeError(f"storage {mask(url)} needs a driver: {exc.name or exc} (pip install 'mlflow-ganstop[postgres]')") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RecipeError(f"cannot open storage {mask(url)}: {mask(first)}") from None
+        raise RecipeError(f"cannot open storage {mask(url)}: {mask(first_line(exc))}") from None
 
 
 class OptunaPruning(Callback):

@@ -21,6 +21,11 @@ from enum import Enum
 from typing import Iterable
 
 
+def better(a: float, b: float, mode: str) -> bool:
+    """Whether ``a`` is strictly better than ``b`` for a metric whose direction is ``mode``."""
+    return a < b if mode == "min" else a > b
+
+
 class StopReason(str, Enum):
     PATIENCE_EXHAUSTED = "patience_exhausted"
     TREND_FLAT = "trend_flat"
@@ -131,7 +136,7 @@ class EarlyStopper:
 
     # ----- comparisons ---------------------------------------------------------------------
     def _better(self, a: float, b: float) -> bool:
-        return a < b if self.mode == "min" else a > b
+        return better(a, b, self.mode)
 
     def _gain(self, value: float, reference: float) -> float:
         """How much better ``value`` is than ``reference`` (negative when worse)."""

@@ -17,6 +17,7 @@ from mlflow.entities import Metric  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from ganstop.search import RUN_ATTR  # noqa: E402
+from ganstop.stopping import better  # noqa: E402
 
 State = optuna.trial.TrialState
 
@@ -36,10 +37,9 @@ def pareto_figure(study: optuna.Study, metric: str, mode: str):
     """Best metric vs epochs spent for completed trials, non-dominated ones joined by a line."""
     points = sorted((t.user_attrs["epochs"], t.user_attrs["best_metric"], t.number)
                     for t in study.get_trials(deepcopy=False, states=(State.COMPLETE,)) if "best_metric" in t.user_attrs)
-    better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
     front, best = [], None
     for epochs, value, number in points:
-        if best is None or better(value, best):
+        if best is None or better(value, best, mode):
             front.append((epochs, value))
             best = value
     fig, ax = plt.subplots(figsize=(5, 4))

@@ -19,7 +19,8 @@ from mlflow.utils.async_logging.run_operations import RunOperations
 from ganstop import plots, sqlite_schema
 from ganstop.context import gpu_name
 from ganstop.masking import mask
-from ganstop.recipe import Recipe, RecipeError, from_dict, to_yaml
+from ganstop.errors import RecipeError, first_line
+from ganstop.recipe import Recipe, from_dict, to_yaml
 from ganstop.stopping import Check
 from ganstop.train import Callback, Trainer, TrainResult
 
@@ -56,7 +57,7 @@ def check_reachable(timeout: float = 5.0) -> None:
     except RecipeError:
         raise
     except Exception as exc:  # noqa: BLE001 - requests/SQLAlchemy raise many kinds; one line is what helps
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if any(s in reason for s in ("Connection refused", "Max retries", "timed out", "ConnectTimeout")):
             reason = "connection refused or timed out"
         raise RecipeError(f"cannot reach the MLflow tracking store {mask(uri)}: {mask(reason)[:200]}; "
@@ -122,8 +123,8 @@ class MlflowLogger(Callback):
         fresh = [Param(k, v) for k, v in params.items() if k not in existing]  # resume: log once
         self.client.log_batch(self.run_id, params=fresh)  # the client splits it into the store's batch sizes
         self.client.log_text(self.run_id, mask(to_yaml(self.recipe)), "recipe.yaml")
-        if trainer.evaluator.classifier_accuracy is not None:
-            self.client.log_metric(self.run_id, "classifier_accuracy", trainer.evaluator.classifier_accuracy)
+        if trainer.scorer.classifier_accuracy is not None:
+            self.client.log_metric(self.run_id, "classifier_accuracy", trainer.scorer.classifier_accuracy)
         self._send_unlogged_epochs(trainer.history)
 
     def _send_unlogged_epochs(self, history: list[dict[str, float]]) -> None:

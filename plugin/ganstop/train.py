@@ -14,13 +14,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ganstop import models, schedules
-from ganstop.losses import OBJECTIVES, gradient_penalty, r1_penalty
+from ganstop import models, optim, plugins
+from ganstop.losses import r1_penalty
 from ganstop.cadence import CheckSchedule
 from ganstop.checkpoint import load_first_readable, save_atomic
 from ganstop.data import Data
-from ganstop.metrics.registry import Evaluator
-from ganstop.recipe import Recipe, RecipeError
+from ganstop.metrics.scorer import Scorer
+from ganstop.errors import RecipeError
+from ganstop.recipe import Recipe
 from ganstop.stopping import Check, EarlyStopper
 
 GEN_CHUNK = 1024
@@ -71,10 +72,10 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """One GAN training run over a recipe; ``fit()`` runs it, ``state_dict()`` checkpoints it."""
 
-    def __init__(self, recipe: Recipe, data: Data, evaluator: Evaluator, checkpoint_dir: Path,
+    def __init__(self, recipe: Recipe, data: Data, scorer: Scorer, checkpoint_dir: Path,
                  callbacks: list[Callback] = (), device: torch.device | None = None, progress: bool = True,
-                 test_evaluator: Evaluator | None = None):
-        self.recipe, self.data, self.evaluator, self.test_evaluator = recipe, data, evaluator, test_evaluator
+                 test_scorer: Scorer | None = None):
+        self.recipe, self.data, self.scorer, self.test_scorer = recipe, data, scorer, test_scorer
         self.callbacks, self.progress = list(callbacks), progress
         self.device = device or resolve_device(recipe.train.device)
         self.checkpoint_dir = Path(checkpoint_dir)
@@ -88,16 +89,16 @@ class Trainer:
         fmt = torch.channels_last if self.channels_last else torch.preserve_format
 
         torch.manual_seed(recipe.train.seed)
-        self.G, self.D = (m.to(self.device, memory_format=fmt) for m in models.build(recipe.model, data.sample_shape))
+        self.G, self.D = (m.to(self.device, memory_format=fmt) for m in models.build(recipe, data.sample_shape))
         tc, dc = recipe.train, recipe.decay
-        self.opt_g = schedules.optimizer(self.G, tc.lr_g, (tc.beta1, tc.beta2), dc.g_weight_decay)
-        self.opt_d = schedules.optimizer(self.D, tc.lr_d, (tc.beta1, tc.beta2), dc.d_weight_decay)
-        self.sched_g = schedules.scheduler(self.opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
-        self.sched_d = schedules.scheduler(self.opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
-        self.ema = schedules.ema(self.G, recipe.ema.decay) if recipe.ema.enabled else None
+        self.opt_g = optim.optimizer(self.G, tc.lr_g, (tc.beta1, tc.beta2), dc.g_weight_decay)
+        self.opt_d = optim.optimizer(self.D, tc.lr_d, (tc.beta1, tc.beta2), dc.d_weight_decay)
+        self.sched_g = optim.scheduler(self.opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
+        self.sched_d = optim.scheduler(self.opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
+        self.ema = optim.ema(self.G, recipe.ema.decay) if recipe.ema.enabled else None
         self.G_step, self.D_step = (torch.compile(m) if tc.compile else m for m in (self.G, self.D))
 
-        self.monitor, self.mode = evaluator.selection.monitor, evaluator.selection.mode
+        self.monitor, self.mode = scorer.selection.monitor, scorer.selection.mode
         self.stopper = EarlyStopper.from_config(recipe.stopping, self.mode)
         # Resident on the GPU when it fits in a quarter of free memory (no copies per step);
         # otherwise pinned host memory, gathered into a pinned batch and copied asynchronously.
@@ -117,7 +118,7 @@ class Trainer:
         self.schedule = CheckSchedule(recipe.metrics.budget, recipe.metrics.every)
         self._saved_at = time.monotonic()
         gen = torch.Generator().manual_seed(recipe.train.seed + 1)
-        self.val_z = torch.randn(evaluator.n_samples, recipe.model.z_dim, generator=gen).to(self.device)
+        self.val_z = torch.randn(scorer.n_samples, recipe.model.z_dim, generator=gen).to(self.device)
         self.epoch = 0
         self.history: list[dict[str, float]] = []
 
@@ -193,7 +194,7 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         tc = self.recipe.train
         penalty_kind, lam = self.recipe.decay.d_penalty, self.recipe.decay.d_penalty_lambda
-        r1, objective = tc.r1_gamma, OBJECTIVES[tc.loss]
+        r1, objective = tc.r1_gamma, plugins.load("losses", tc.loss)
         use_ema = self.ema is not None and self.epoch >= self.recipe.ema.start_epoch
         n, batch = len(self.train_data), min(tc.batch_size, len(self.train_data))
         steps = n // batch
@@ -212,12 +213,12 @@ class Trainer:
                     fake = self.G_step(z)
                     real_logits = self.D_step(real_in)
                     d_loss = objective.discriminator(real_logits, self.D_step(fake.detach()))
-                    if objective.gradient_penalty:
-                        d_loss = d_loss + tc.gp_lambda * gradient_penalty(self.D_step, real, fake)
+                    if objective.penalty is not None:
+                        d_loss = d_loss + tc.gp_lambda * objective.penalty(self.D_step, real, fake)
                     if r1:
                         d_loss = d_loss + r1 / 2 * r1_penalty(real_logits, real_in)
                     if penalty_kind != "none":
-                        d_loss = d_loss + lam * schedules.weight_penalty(self.D, penalty_kind)
+                        d_loss = d_loss + lam * optim.weight_penalty(self.D, penalty_kind)
                 self.opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 self.opt_d.step()
@@ -261,7 +262,7 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.recipe.train.seed + 2)
             samples = self.generate(self.val_z)
-            metrics = self.evaluator(samples)
+            metrics = self.scorer(samples)
         check = self.stopper.update(self.epoch, metrics[self.monitor], metrics.get(f"{self.monitor}_se"))
         if check.is_best:
             generator = {k: v.detach().to("cpu", copy=True) for k, v in self.eval_generator().state_dict().items()}
@@ -330,17 +331,17 @@ class Trainer:
     def _test_scores(self, best: nn.Module | None) -> dict[str, float]:
         """The best generator scored on the test split, which nothing selects on: the number to
         report. Latents and metric RNG are seeded apart from training and validation."""
-        if best is None or self.test_evaluator is None:
+        if best is None or self.test_scorer is None:
             return {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.recipe.train.seed + 3)
-            z = torch.randn(self.test_evaluator.n_samples, self.recipe.model.z_dim)
-            return self.test_evaluator(torch.cat([best(chunk) for chunk in z.split(GEN_CHUNK)]))
+            z = torch.randn(self.test_scorer.n_samples, self.recipe.model.z_dim)
+            return self.test_scorer(torch.cat([best(chunk) for chunk in z.split(GEN_CHUNK)]))
 
     def best_sampler(self) -> nn.Module | None:
         """The best-epoch generator as a CPU ``Sampler``, or None if no check ever ran."""
         if self.best_state is None:
             return None
-        generator, _ = models.build(self.recipe.model, self.data.sample_shape)
+        generator, _ = models.build(self.recipe, self.data.sample_shape)
         generator.load_state_dict(self.best_state["generator"])
         return models.Sampler(generator, self.data.kind == "image").eval()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -18,7 +18,10 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganstop.metrics import uncertainty
-from ganstop.recipe import RecipeError
+from ganstop.errors import RecipeError
+
+if TYPE_CHECKING:
+    from ganstop.metrics.scorer import Batch
 
 Compute = Callable[["Batch"], dict[str, float]]
 CHUNK = 512

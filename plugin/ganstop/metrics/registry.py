@@ -5,18 +5,16 @@ Add a metric by adding a ``Metric`` entry; the recipe checks names and the monit
 
 from __future__ import annotations
 
-import difflib
-import functools
 import importlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+from ganstop import plugins
+from ganstop.errors import RecipeError, suggest
 
-from ganstop.metrics import classifier
-from ganstop.paths import cache_root
-from ganstop.recipe import Recipe, RecipeError
+if TYPE_CHECKING:
+    from ganstop.metrics.scorer import Batch, Context
+    from ganstop.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class Metric:
     builder: str  # "module:function" in ganstop.metrics, imported on use: recipe checks stay light
     se: tuple[str, ...] = ()  # outputs it can add a standard error to, as <output>_se
 
-    def build(self, ctx: "Context") -> Callable[["Batch"], dict[str, float]]:
+    def build(self, ctx: Context) -> Callable[[Batch], dict[str, float]]:
         module, function = self.builder.split(":")
         return getattr(importlib.import_module(f"ganstop.metrics.{module}"), function)(ctx)
 
@@ -51,13 +49,12 @@ class Selection:
 
 
 def dataset_kind(recipe: Recipe) -> str:
-    return "points" if recipe.dataset.name in ("ring8", "grid25") else "image"
+    """"image" or "points", as the dataset plugin declares."""
+    return plugins.load("datasets", recipe.dataset.name).kind
 
 
 def _unknown(what: str, name: str, options) -> RecipeError:
-    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.0)
-    hint = f" (did you mean {match[0]!r}?)" if match else ""
-    return RecipeError(f"unknown {what} {name!r}{hint}; known: {', '.join(options)}")
+    return RecipeError(f"unknown {what} {name!r}{suggest(name, options)}; known: {', '.join(options)}")
 
 
 def outputs(names: list[str]) -> dict[str, str]:
@@ -95,60 +92,3 @@ def resolve(recipe: Recipe) -> Selection:
         raise RecipeError(f"stopping.min_delta in standard errors needs a monitor with one, and {monitor} has none; "
                           f"use one of {', '.join(sorted(with_se))}, or a numeric min_delta")
     return Selection(names, monitor, mode)
-
-
-class Context:
-    """What metric builders share: held-out reference on the device, the cached classifier, and
-    which output gets a standard error (the monitored one: the stopper is what needs it)."""
-
-    def __init__(self, recipe: Recipe, data, device: torch.device, n_samples: int, se_output: str):
-        self.recipe, self.data, self.device, self.n_samples = recipe, data, device, n_samples
-        self.se_output = se_output
-        self.reference = (data.val + 1) / 2 if data.kind == "image" else data.val
-        self.reference = self.reference.to(device)
-        self.classifier_accuracy: float | None = None
-
-    @functools.cached_property
-    def classifier(self) -> classifier.Classifier:
-        cache = Path(self.recipe.metrics.cache_dir) if self.recipe.metrics.cache_dir else cache_root()
-        model, self.classifier_accuracy = classifier.load_or_train(
-            (self.data.train + 1) / 2, self.data.train_labels, (self.data.val + 1) / 2, self.data.val_labels,
-            self.data.n_classes, self.recipe.metrics.classifier_epochs, cache, self.device)
-        return model
-
-    @functools.cached_property
-    def reference_features(self) -> torch.Tensor:
-        return self.classifier.features(self.reference)
-
-
-class Batch:
-    """One set of generated samples; what several metrics derive from it is computed once."""
-
-    def __init__(self, samples: torch.Tensor, ctx: Context):
-        self.samples, self._ctx = samples, ctx
-
-    @functools.cached_property
-    def features(self) -> torch.Tensor:
-        return self._ctx.classifier.features(self.samples)
-
-
-class Evaluator:
-    """All selected metrics of one recipe, computed from one batch of generated samples."""
-
-    def __init__(self, recipe: Recipe, data, device: torch.device):
-        self.selection = resolve(recipe)
-        self.n_samples = recipe.metrics.n_samples or len(data.val)
-        self._ctx = Context(recipe, data, device, self.n_samples, self.selection.monitor)
-        self.computes = {name: REGISTRY[name].build(self._ctx) for name in self.selection.names}
-        self.classifier_accuracy = self._ctx.classifier_accuracy
-
-    def batch(self, samples: torch.Tensor) -> Batch:
-        """Samples in user units: images in [0, 1], points as coordinates."""
-        return Batch(samples.to(self._ctx.device), self._ctx)
-
-    def __call__(self, samples: torch.Tensor) -> dict[str, float]:
-        batch = self.batch(samples)
-        out: dict[str, float] = {}
-        for compute in self.computes.values():
-            out.update(compute(batch))
-        return out

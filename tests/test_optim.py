@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from ganstop import schedules
+from ganstop import optim
 
 
 def lrs(kind: str, final: float = 0.1, epochs: int = 20, step_every: int = 5) -> list[float]:
     opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=1.0)
-    sched = schedules.scheduler(opt, kind, final, epochs, step_every)
+    sched = optim.scheduler(opt, kind, final, epochs, step_every)
     out = []
     for _ in range(epochs + 1):
         out.append(opt.param_groups[0]["lr"])
@@ -50,7 +50,7 @@ def test_every_schedule_ends_at_final_lr(kind):
 
 def test_ema_weights_differ_from_raw_and_lag_behind():
     net = nn.Linear(3, 3)
-    ema = schedules.ema(net, decay=0.9)
+    ema = optim.ema(net, decay=0.9)
     start = net.weight.detach().clone()
     for _ in range(5):
         with torch.no_grad():
@@ -66,22 +66,22 @@ def test_weight_penalty_counts_weights_not_biases():
     with torch.no_grad():
         net.weight.fill_(-2.0)
         net.bias.fill_(100.0)
-    assert schedules.weight_penalty(net, "l1").item() == pytest.approx(8.0)
-    assert schedules.weight_penalty(net, "l2").item() == pytest.approx(16.0)
+    assert optim.weight_penalty(net, "l1").item() == pytest.approx(8.0)
+    assert optim.weight_penalty(net, "l2").item() == pytest.approx(16.0)
 
 
 def test_weight_decay_shrinks_weights_without_gradient():
     net = nn.Linear(2, 2, bias=False)
     with torch.no_grad():
         net.weight.fill_(1.0)
-    opt = schedules.optimizer(net, lr=0.1, betas=(0.5, 0.999), weight_decay=0.5)
+    opt = optim.optimizer(net, lr=0.1, betas=(0.5, 0.999), weight_decay=0.5)
     net.weight.grad = torch.zeros_like(net.weight)
     opt.step()
     assert torch.allclose(net.weight, torch.full((2, 2), 1 - 0.1 * 0.5))
 
 
 def test_ema_decay_ramps_up_to_the_configured_value():
-    ramp = [float(schedules.ema_decay(0.999, torch.tensor(n))) for n in (0, 10, 90, 10_000)]
+    ramp = [float(optim.ema_decay(0.999, torch.tensor(n))) for n in (0, 10, 90, 10_000)]
     assert ramp[:3] == pytest.approx([0.1, 0.55, 0.91]) and ramp[3] == pytest.approx(0.999)
 
 
@@ -89,7 +89,7 @@ def test_ema_follows_a_moving_model_early_instead_of_sticking_to_the_start():
     net = nn.Linear(1, 1, bias=False)
     with torch.no_grad():
         net.weight.fill_(0.0)
-    ema = schedules.ema(net, decay=0.999)
+    ema = optim.ema(net, decay=0.999)
     for _ in range(50):
         with torch.no_grad():
             net.weight.fill_(1.0)

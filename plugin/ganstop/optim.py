@@ -1,4 +1,4 @@
-"""Decay: AdamW weight decay, per-epoch LR schedules, the D weight penalty, generator EMA.
+"""Optimizers and decay: AdamW weight decay, per-epoch LR schedules, the D weight penalty, generator EMA.
 
 Schedules are torch's own. Each is parameterized by ``final_lr``, the LR reached at
 ``max_epochs`` as a fraction of the start, so a search can compare schedule kinds on one

@@ -1,0 +1,71 @@
+"""Scoring generated samples with a recipe's metrics: the held-out reference, the cached feature
+classifier and each batch's features are computed once and shared by every metric."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+
+from ganstop.metrics import classifier
+from ganstop.metrics.registry import REGISTRY, resolve
+from ganstop.paths import cache_root
+from ganstop.recipe import Recipe
+
+
+class Context:
+    """What metric builders share: held-out reference on the device, the cached classifier, and
+    which output gets a standard error (the monitored one: the stopper is what needs it)."""
+
+    def __init__(self, recipe: Recipe, data, device: torch.device, n_samples: int, se_output: str):
+        self.recipe, self.data, self.device, self.n_samples = recipe, data, device, n_samples
+        self.se_output = se_output
+        self.reference = (data.val + 1) / 2 if data.kind == "image" else data.val
+        self.reference = self.reference.to(device)
+        self.classifier_accuracy: float | None = None
+
+    @functools.cached_property
+    def classifier(self) -> classifier.Classifier:
+        cache = Path(self.recipe.metrics.cache_dir) if self.recipe.metrics.cache_dir else cache_root()
+        model, self.classifier_accuracy = classifier.load_or_train(
+            (self.data.train + 1) / 2, self.data.train_labels, (self.data.val + 1) / 2, self.data.val_labels,
+            self.data.n_classes, self.recipe.metrics.classifier_epochs, cache, self.device)
+        return model
+
+    @functools.cached_property
+    def reference_features(self) -> torch.Tensor:
+        return self.classifier.features(self.reference)
+
+
+class Batch:
+    """One set of generated samples; what several metrics derive from it is computed once."""
+
+    def __init__(self, samples: torch.Tensor, ctx: Context):
+        self.samples, self._ctx = samples, ctx
+
+    @functools.cached_property
+    def features(self) -> torch.Tensor:
+        return self._ctx.classifier.features(self.samples)
+
+
+class Scorer:
+    """All selected metrics of one recipe, computed from one batch of generated samples."""
+
+    def __init__(self, recipe: Recipe, data, device: torch.device):
+        self.selection = resolve(recipe)
+        self.n_samples = recipe.metrics.n_samples or len(data.val)
+        self._ctx = Context(recipe, data, device, self.n_samples, self.selection.monitor)
+        self.computes = {name: REGISTRY[name].build(self._ctx) for name in self.selection.names}
+        self.classifier_accuracy = self._ctx.classifier_accuracy
+
+    def batch(self, samples: torch.Tensor) -> Batch:
+        """Samples in user units: images in [0, 1], points as coordinates."""
+        return Batch(samples.to(self._ctx.device), self._ctx)
+
+    def __call__(self, samples: torch.Tensor) -> dict[str, float]:
+        batch = self.batch(samples)
+        out: dict[str, float] = {}
+        for compute in self.computes.values():
+            out.update(compute(batch))
+        return out
