@@ -39,7 +39,7 @@ from ganstop.train import Trainer
 
 RECIPES = ["digits-dcgan", "ring8-mlp", "grid25-mlp"]
 PACKAGE = ROOT / "plugin" / "ganstop"
-TRAINING_CODE = ["train.py", "models.py", "data.py", "optim.py", *(f"metrics/{p.name}" for p in (PACKAGE / "metrics").glob("*.py"))]
+TRAINING_CODE = ["train.py", "gan_step.py", "callbacks.py", "losses.py", "models.py", "data.py", "optim.py", *(f"metrics/{p.name}" for p in (PACKAGE / "metrics").glob("*.py"))]
 CACHE = ROOT / "benchmarks" / ".cache" / "curves"
 WITHIN = 0.05
 

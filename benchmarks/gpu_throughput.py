@@ -123,11 +123,10 @@ def project_loop(recipe: rc.Recipe, images: torch.Tensor, steps: int, device: to
     data.train = images[:n]
     with tempfile.TemporaryDirectory() as ckpt:
         trainer = Trainer(recipe, data, scorer, Path(ckpt), device=device, progress=False)
-        trainer.epoch = 1
-        trainer._train_epoch()  # warm-up (and compilation when on)
+        trainer.step.train_epoch(1)  # warm-up (and compilation when on)
         torch.cuda.synchronize() if device.type == "cuda" else None
         started = time.perf_counter()
-        trainer._train_epoch()  # one host sync at its end
+        trainer.step.train_epoch(1)  # one host sync at its end
         return n / (time.perf_counter() - started)
 
 

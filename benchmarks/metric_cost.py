@@ -53,7 +53,7 @@ def main() -> None:
         trainer.fit()
     epoch = statistics.median(h["epoch_seconds"] for h in trainer.history[1:])
     validation = statistics.median(h["validation_seconds"] for h in trainer.history[1:])
-    samples = trainer.generate(trainer.val_z)
+    samples = trainer.step.generate(trainer.validation.z)
 
     def seconds(fn) -> float:
         times = []
@@ -65,7 +65,7 @@ def main() -> None:
 
     # The classifier pass is shared by FID, KID and coverage, so it gets its own row and each
     # metric is timed on a batch whose features are already computed.
-    per_metric = {"generate": seconds(lambda: trainer.generate(trainer.val_z))}
+    per_metric = {"generate": seconds(lambda: trainer.step.generate(trainer.validation.z))}
     batch = scorer.batch(samples)
     if data.kind == "image":
         per_metric["classifier features (shared)"] = seconds(lambda: scorer.batch(samples).features)

@@ -90,14 +90,14 @@ def tracked_run(recipe: rc.Recipe, data, scorer, test_scorer, device: torch.devi
         logger = NoModelUpload(run.info.run_id, recipe)
         trainer = Trainer(recipe, data, scorer, Path(ckpt), [logger], device=device,
                           progress=False, test_scorer=test_scorer)
-        saves, save = [], trainer.save_checkpoint
+        saves, save = [], trainer.checkpointing.save
 
-        def timed_save() -> None:
+        def timed_save(trainer_: Trainer) -> None:
             t0 = time.perf_counter()
-            save()
+            save(trainer_)
             saves.append(time.perf_counter() - t0)
 
-        trainer.save_checkpoint = timed_save
+        trainer.checkpointing.save = timed_save
         started = time.perf_counter()
         result = trainer.fit()
         seconds = time.perf_counter() - started

@@ -27,18 +27,18 @@ def trainer(tmp_path, path, name, **overrides) -> Trainer:
 
 def test_digits_train_in_bf16_channels_last_and_score_in_fp32(tmp_path):
     t = trainer(tmp_path, DIGITS, "digits", **{"train.max_epochs": 3})
-    assert t.amp and t.channels_last and t.resident
+    assert t.step.amp and t.step.channels_last and t.step.resident
     result = t.fit()
     assert all(torch.isfinite(torch.tensor(h["fid"])) for h in result.history)
-    assert t.G.project.weight.is_cuda
-    assert t.generate(t.val_z[:8]).dtype == torch.float32
+    assert t.step.G.project.weight.is_cuda
+    assert t.step.generate(t.validation.z[:8]).dtype == torch.float32
 
 
 def test_a_2d_run_trains_and_samples_in_fp32(tmp_path):
     t = trainer(tmp_path, RING, "ring8")
-    assert not t.amp  # bf16 would quantise points near radius 1 to ~0.008, the ring's std is 0.01
+    assert not t.step.amp  # bf16 would quantise points near radius 1 to ~0.008, the ring's std is 0.01
     t.fit()
-    samples = t.generate(t.val_z)
+    samples = t.step.generate(t.validation.z)
     assert samples.dtype == torch.float32
     assert samples.unique().numel() > 0.9 * samples.numel()  # not snapped to a bf16 grid
 
@@ -51,7 +51,7 @@ def test_compile(tmp_path):
 def test_the_non_resident_data_path(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (1, 1))  # nothing fits: pinned host data
     t = trainer(tmp_path, DIGITS, "digits")
-    assert not t.resident and t.train_data.is_pinned()
+    assert not t.step.resident and t.step.train_data.is_pinned()
     assert torch.isfinite(torch.tensor(t.fit().history[-1]["fid"]))
 
 

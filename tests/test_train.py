@@ -8,7 +8,8 @@ from ganstop import recipe as rc
 from ganstop.data import load_data
 from ganstop.metrics.scorer import Scorer
 from ganstop.stopping import StopReason
-from ganstop.train import Callback, Trainer, resolve_device
+from ganstop.callbacks import Callback
+from ganstop.train import Trainer, resolve_device
 
 RING = ROOT / "recipes" / "ring8-mlp.yaml"
 
@@ -53,7 +54,7 @@ def test_fit_reports_to_callbacks_and_keeps_the_best_epoch(tmp_path):
     best = min(checked) if trainer.mode == "min" else max(checked)
     assert result.best_value == best
     assert result.best_epoch == 1 + checked.index(best)
-    best = torch.load(trainer.best_path, weights_only=True)
+    best = torch.load(trainer.checkpointing.best_path, weights_only=True)
     assert best["epoch"] == result.best_epoch
     assert result.best_generator(torch.zeros(5, 16)).shape == (5, 2)
 
@@ -67,11 +68,42 @@ def test_validation_every_n_epochs_and_at_the_last(tmp_path):
 def test_checkpoint_holds_the_full_state(tmp_path):
     trainer = make_trainer(tmp_path, {"train.max_epochs": 2, "decay.g_schedule": "linear"})
     trainer.fit()
-    state = torch.load(trainer.last_path, weights_only=True)
-    assert set(state) >= {"epoch", "G", "D", "ema", "opt_g", "opt_d", "sched_g", "sched_d", "stopper",
-                          "rng_cpu", "history"}
-    assert state["ema"]["n_averaged"] > 0
+    state = torch.load(trainer.checkpointing.last_path, weights_only=True)
+    assert set(state) >= {"epoch", "step", "callbacks", "schedule", "rng_cpu", "history"}
+    assert set(state["step"]) == {"G", "D", "ema", "opt_g", "opt_d", "sched_g", "sched_d"}
+    assert set(state["callbacks"]) == {"Validation"}  # the stopper and the best generator
+    assert state["callbacks"]["Validation"]["best"]["epoch"] in (1, 2)
+    assert state["step"]["ema"]["n_averaged"] > 0
     assert not list(trainer.checkpoint_dir.glob("*.tmp"))
+
+
+class Counter(Callback):
+    """A user's callback with state: it must carry on across a resume, as in Lightning."""
+
+    def __init__(self):
+        self.epochs = []
+
+    def on_epoch_end(self, epoch, logs):
+        self.epochs.append(epoch)
+
+    def state_dict(self):
+        return {"epochs": list(self.epochs)}
+
+    def load_state_dict(self, state):
+        self.epochs = state["epochs"]
+
+
+def test_a_callbacks_state_rides_in_the_checkpoint_and_comes_back_on_resume(tmp_path):
+    settings = {"train.max_epochs": 5, "stopping.patience": 10}
+    with pytest.raises(KeyboardInterrupt):  # at epoch 2, before its checkpoint (checkpointing runs last)
+        make_trainer(tmp_path, settings, [Counter(), Crash()]).fit()
+    again = Counter()
+    trainer = make_trainer(tmp_path, settings, [again, Recorder()])
+    assert trainer.resume() and again.epochs == [1] and trainer.epoch == 1
+    trainer.fit()
+    assert again.epochs == [1, 2, 3, 4, 5]
+    state = torch.load(trainer.checkpointing.last_path, weights_only=True)
+    assert state["callbacks"]["Counter"] == {"epochs": [1, 2, 3, 4, 5]} and "Recorder" not in state["callbacks"]
 
 
 def test_lr_follows_the_schedule_during_training(tmp_path):
@@ -86,10 +118,10 @@ def test_lr_follows_the_schedule_during_training(tmp_path):
 def test_ema_generator_is_validated_and_differs_from_raw(tmp_path):
     trainer = make_trainer(tmp_path, {"train.max_epochs": 2, "ema.decay": 0.9})
     trainer.fit()
-    ema_g = trainer.eval_generator()
-    assert ema_g is not trainer.G
+    ema_g = trainer.step.eval_generator()
+    assert ema_g is not trainer.step.G
     z = torch.randn(8, 16)
-    assert not torch.allclose(ema_g(z), trainer.G.eval()(z))
+    assert not torch.allclose(ema_g(z), trainer.step.G.eval()(z))
 
 
 class Poison(Callback):
@@ -100,7 +132,7 @@ class Poison(Callback):
 
     def on_epoch_end(self, epoch, logs):
         if epoch == self.epoch:
-            self.trainer_ref[0].train_data[:] = math.nan
+            self.trainer_ref[0].step.train_data[:] = math.nan
 
 
 def test_non_finite_loss_stops_and_keeps_the_earlier_best(tmp_path):
@@ -126,7 +158,7 @@ def test_resume_replays_the_uninterrupted_run(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         interrupted.fit()
     resumed = make_trainer(tmp_path / "b", overrides)
-    assert resumed.resume() and resumed.epoch == 2
+    assert resumed.resume() and resumed.epoch == 1  # epoch 2's checkpoint comes after the callbacks
     result = resumed.fit()
     drop = ("epoch_seconds", "samples_per_second", "validation_seconds")
     strip = lambda h: [{k: v for k, v in row.items() if k not in drop} for row in h]  # noqa: E731
@@ -195,7 +227,7 @@ class NanMetric:
 @pytest.mark.parametrize("check_finite", [True, False])
 def test_a_nan_at_the_first_check_stops_or_runs_on_without_crashing(tmp_path, check_finite):
     trainer = make_trainer(tmp_path, {"train.max_epochs": 3, "stopping.warmup": 0, "stopping.check_finite": check_finite})
-    trainer.scorer = NanMetric(trainer.scorer, trainer.monitor)
+    trainer.validation.scorer = NanMetric(trainer.validation.scorer, trainer.monitor)
     result = trainer.fit()
     expected = (StopReason.NON_FINITE_METRIC, 1) if check_finite else (StopReason.MAX_EPOCHS, 3)
     assert (result.stop_reason, result.stopped_epoch) == expected

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from ganstop import plugins
 from ganstop.errors import RecipeError, suggest
@@ -32,6 +32,11 @@ def _number(kind: type):
         return value
 
     return BeforeValidator(check)
+
+
+def _unset(value: Any) -> Any:
+    """An empty value (``--set stopping.baseline=``) unsets an optional key."""
+    return None if value == "" else value
 
 
 def _comma_list(value: Any) -> Any:
@@ -53,6 +58,17 @@ def _min_delta(value: Any) -> Any:
     return number
 
 
+def _within(test, message: str):
+    """A range check whose refusal says what the value means, not only its bounds."""
+
+    def check(value: Any) -> Any:
+        if value is not None and not test(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
 Int = Annotated[int, _number(int)]
 Float = Annotated[float, _number(float)]
 Positive = Annotated[int, _number(int), Field(gt=0)]
@@ -61,6 +77,7 @@ PositiveFloat = Annotated[float, _number(float), Field(gt=0)]
 NonNegative = Annotated[float, _number(float), Field(ge=0)]
 Share = Annotated[float, _number(float), Field(ge=0, lt=1)]
 Names = Annotated[list[str], BeforeValidator(_comma_list)]
+Unset = BeforeValidator(_unset)
 Schedule = Literal["none", "linear", "exponential", "step", "cosine"]
 
 
@@ -144,9 +161,9 @@ class StoppingConfig(Section):
     min_delta_mode: Literal["absolute", "relative", "se"] = "absolute"  # relative: fraction of the reference
     delta_reference: Literal["improvement", "best"] = "improvement"  # best: every gain moves the bar (Ignite)
     warmup: Count = 5  # Keras start_from_epoch: epochs not monitored (only a non-finite value stops there)
-    baseline: Float | None = None  # the metric must beat this to count as improving
-    stopping_threshold: Float | None = None  # stop as soon as the metric is this good
-    divergence_threshold: Float | None = None  # stop as soon as the metric is this bad
+    baseline: Annotated[Float | None, Unset] = None  # the metric must beat this to count as improving
+    stopping_threshold: Annotated[Float | None, Unset] = None  # stop as soon as the metric is this good
+    divergence_threshold: Annotated[Float | None, Unset] = None  # stop as soon as the metric is this bad
     check_finite: bool = True
     window: Annotated[int, _number(int), Field(ge=3)] = 10  # trend: Theil-Sen slope over the last `window` epochs
     strip: Positive = 5  # pq, up: Prechelt's strip length, in epochs
@@ -157,8 +174,10 @@ class StoppingConfig(Section):
 
 class MetricsConfig(Section):
     names: Names = ["auto"]  # auto: the dataset's set
-    budget: Annotated[float, _number(float), Field(gt=0, le=1)] = 0.04  # checks and all else besides training: this share of it
-    every: Annotated[int, _number(int), Field(ge=1)] | None = None  # a fixed check every N epochs (and at the last)
+    # checks and all else besides training: this share of it
+    budget: Annotated[float, _number(float), _within(lambda v: 0 < v <= 1, "must be a share of training time in (0, 1]")] = 0.04
+    # a fixed check every N epochs (and at the last)
+    every: Annotated[int | None, Unset, _number(int), _within(lambda v: v >= 1, "must be >= 1 epoch, or empty")] = None
     n_samples: Count = 0  # generated samples per check; 0: as many as held-out reals
     kid_subset_size: Positive = 100
     classifier_epochs: Positive = 8  # training of the cached feature classifier

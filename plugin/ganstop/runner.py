@@ -26,7 +26,8 @@ from ganstop.masking import mask
 from ganstop.recipe import Recipe
 from ganstop.errors import RecipeError, TrackingLost, first_line
 from ganstop.tracking import MlflowLogger, logged_recipe, open_store
-from ganstop.train import Callback, Trainer, TrainResult, resolve_device
+from ganstop.callbacks import Callback
+from ganstop.train import Trainer, TrainResult, resolve_device
 
 
 @dataclass

@@ -27,7 +27,7 @@ from ganstop.masking import mask
 from ganstop.errors import RecipeError, first_line
 from ganstop.recipe import Recipe
 from ganstop.stopping import StopReason
-from ganstop.train import Callback
+from ganstop.callbacks import Callback
 
 PARENT_ATTR = "mlflow_parent_run_id"
 RUN_ATTR = "mlflow_run_id"

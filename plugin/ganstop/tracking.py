@@ -22,7 +22,8 @@ from ganstop.masking import mask
 from ganstop.errors import RecipeError, first_line
 from ganstop.recipe import Recipe, from_dict, to_yaml
 from ganstop.stopping import Check
-from ganstop.train import Callback, Trainer, TrainResult
+from ganstop.callbacks import Callback
+from ganstop.train import Trainer, TrainResult
 
 TAG_STOP_REASON = "ganstop.stop_reason"
 TAG_MODEL_URI = "ganstop.model_uri"
@@ -116,15 +117,15 @@ class MlflowLogger(Callback):
         params = recipe_params(self.recipe) | {
             "monitor": trainer.monitor, "mode": trainer.mode,
             "patience": str(st.patience), "min_delta": str(st.min_delta),
-            "device": str(trainer.device), "amp": str(trainer.amp),
+            "device": str(trainer.device), "amp": str(trainer.step.amp),
         }
         self.client.set_tag(self.run_id, "ganstop.gpu", gpu_name())  # the trainer has initialised CUDA by now
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, v) for k, v in params.items() if k not in existing]  # resume: log once
         self.client.log_batch(self.run_id, params=fresh)  # the client splits it into the store's batch sizes
         self.client.log_text(self.run_id, mask(to_yaml(self.recipe)), "recipe.yaml")
-        if trainer.scorer.classifier_accuracy is not None:
-            self.client.log_metric(self.run_id, "classifier_accuracy", trainer.scorer.classifier_accuracy)
+        if trainer.validation.scorer.classifier_accuracy is not None:
+            self.client.log_metric(self.run_id, "classifier_accuracy", trainer.validation.scorer.classifier_accuracy)
         self._send_unlogged_epochs(trainer.history)
 
     def _send_unlogged_epochs(self, history: list[dict[str, float]]) -> None:

@@ -1,0 +1,145 @@
+"""The GAN step: generator and discriminator, their optimizers, LR schedules and EMA, the training
+data on the device, and one epoch of alternating updates. The objective and its penalty come
+from the ``ganstop.losses`` plugin the recipe names; the loop around the step is ``train.Trainer``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ganstop import models, optim, plugins
+from ganstop.data import Data
+from ganstop.losses import r1_penalty
+from ganstop.recipe import Recipe
+
+GEN_CHUNK = 1024
+
+
+class GANStep:
+    """Everything one epoch of training touches, and its ``state_dict`` for the checkpoint."""
+
+    def __init__(self, recipe: Recipe, data: Data, device: torch.device):
+        self.recipe, self.data, self.device = recipe, data, device
+        cuda = device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick kernels once
+        # bf16 resolves about 0.008 near radius 1, close to the ring's std (0.01): 2D MLPs stay fp32
+        self.amp = recipe.train.amp and cuda and data.kind == "image"
+        self.channels_last = recipe.train.channels_last and cuda and data.kind == "image"
+        self.fmt = torch.channels_last if self.channels_last else torch.preserve_format
+
+        torch.manual_seed(recipe.train.seed)
+        self.G, self.D = (m.to(device, memory_format=self.fmt) for m in models.build(recipe, data.sample_shape))
+        tc, dc = recipe.train, recipe.decay
+        self.opt_g = optim.optimizer(self.G, tc.lr_g, (tc.beta1, tc.beta2), dc.g_weight_decay)
+        self.opt_d = optim.optimizer(self.D, tc.lr_d, (tc.beta1, tc.beta2), dc.d_weight_decay)
+        self.sched_g = optim.scheduler(self.opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
+        self.sched_d = optim.scheduler(self.opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
+        self.ema = optim.ema(self.G, recipe.ema.decay) if recipe.ema.enabled else None
+        self.G_step, self.D_step = (torch.compile(m) if tc.compile else m for m in (self.G, self.D))
+        self.objective = plugins.load("losses", tc.loss)
+
+        # Resident on the GPU when it fits in a quarter of free memory (no copies per step);
+        # otherwise pinned host memory, gathered into a pinned batch and copied asynchronously.
+        self.resident = not cuda or data.train.nbytes < 0.25 * torch.cuda.mem_get_info(device)[0]
+        if self.resident:
+            self.train_data = data.train.to(device, memory_format=self.fmt) if data.kind == "image" else data.train.to(device)
+        else:
+            self.train_data = data.train.pin_memory()
+            # two pinned buffers: one is gathered into while the other's copy is in flight
+            self._buffers = [torch.empty((tc.batch_size, *data.sample_shape)).pin_memory() for _ in range(2)]
+            self._copied: list[torch.cuda.Event | None] = [None, None]
+
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                "ema": self.ema.state_dict() if self.ema else None,
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
+            getattr(self, name).load_state_dict(state[name])
+
+    def eval_generator(self) -> nn.Module:
+        """The weights that are validated and saved: EMA once it has started, else raw G."""
+        if self.ema is not None and self.ema.n_averaged.item() > 0:
+            return self.ema.module
+        return self.G
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass over the training data: ``d_steps`` D updates per G update, EMA after each G
+        update from ``ema.start_epoch`` on, then one LR-schedule step. Mean losses, the LRs used."""
+        tc, objective = self.recipe.train, self.objective
+        penalty_kind, lam = self.recipe.decay.d_penalty, self.recipe.decay.d_penalty_lambda
+        r1 = tc.r1_gamma
+        use_ema = self.ema is not None and epoch >= self.recipe.ema.start_epoch
+        n, batch = len(self.train_data), min(tc.batch_size, len(self.train_data))
+        steps = n // batch
+        order = torch.randperm(n, device=self.device if self.resident else "cpu")
+        d_sum = torch.zeros((), device=self.device)
+        g_sum = torch.zeros((), device=self.device)
+        self.G.train()
+        self.D.train()
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
+        for step in range(steps):
+            real = self._real_batch(order[step * batch:(step + 1) * batch], step)
+            for _ in range(tc.d_steps):
+                z = torch.randn(batch, self.recipe.model.z_dim, device=self.device)
+                real_in = real.detach().requires_grad_() if r1 else real
+                with autocast:
+                    fake = self.G_step(z)
+                    real_logits = self.D_step(real_in)
+                    d_loss = objective.discriminator(real_logits, self.D_step(fake.detach()))
+                    if objective.penalty is not None:
+                        d_loss = d_loss + tc.gp_lambda * objective.penalty(self.D_step, real, fake)
+                    if r1:
+                        d_loss = d_loss + r1 / 2 * r1_penalty(real_logits, real_in)
+                    if penalty_kind != "none":
+                        d_loss = d_loss + lam * optim.weight_penalty(self.D, penalty_kind)
+                self.opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.opt_d.step()
+            with autocast:
+                g_loss = objective.generator(self.D_step(fake))
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.opt_g.step()
+            if use_ema:
+                self.ema.update_parameters(self.G)
+            d_sum += d_loss.detach()
+            g_sum += g_loss.detach()
+        lrs = {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
+        self.sched_g.step()
+        self.sched_d.step()
+        means = torch.stack([d_sum, g_sum]).div(steps).tolist()  # one host sync per epoch
+        return {"d_loss": means[0], "g_loss": means[1], **lrs, "samples": float(steps * batch)}
+
+    def _real_batch(self, idx: torch.Tensor, step: int) -> torch.Tensor:
+        if self.resident:
+            return self.train_data[idx]
+        slot = step % 2
+        if self._copied[slot] is not None:
+            self._copied[slot].synchronize()  # its previous copy must be done before we overwrite it
+        host = torch.index_select(self.train_data, 0, idx, out=self._buffers[slot][: len(idx)])
+        real = host.to(self.device, non_blocking=True, memory_format=self.fmt)
+        self._copied[slot] = torch.cuda.Event()
+        self._copied[slot].record()
+        return real
+
+    @torch.no_grad()
+    def generate(self, z: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
+        """Samples in user units: images in [0, 1], points as coordinates. In fp32, never under
+        autocast: the scores must be the ones promotion computes from the fp32 MLflow model."""
+        sampler = models.Sampler(generator or self.eval_generator(), self.data.kind == "image").eval()
+        return torch.cat([sampler(chunk) for chunk in z.split(GEN_CHUNK)])
+
+    def sampler(self, generator_state: dict) -> nn.Module:
+        """A CPU ``Sampler`` of a generator with these weights (the best epoch's, say)."""
+        generator, _ = models.build(self.recipe, self.data.sample_shape)
+        generator.load_state_dict(generator_state)
+        return models.Sampler(generator, self.data.kind == "image").eval()
