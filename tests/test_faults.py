@@ -1,11 +1,13 @@
 """Nothing lost under faults: kills, torn checkpoints, NaNs, failing trials, dead servers, secrets."""
 
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -153,6 +155,51 @@ def test_unreachable_tracking_server_fails_fast_in_one_line(command, tmp_path, m
     assert err.startswith("ganstop: error: cannot reach the MLflow tracking store"), err
     assert err.count("\n") == 1 and "hunter2" not in err and "user:***@" in err, f"{elapsed:.1f} s: {err}"
     assert not (tmp_path / "optuna.db").exists()  # nothing created before the check
+
+
+class SlowMlflow(http.server.BaseHTTPRequestHandler):
+    """Answers the MLflow API like a busy server (after a pause longer than the probe's connect
+    timeout), and anything else with 404, like a web server that is not MLflow."""
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        if not self.path.startswith("/api/2.0/mlflow/"):
+            self.send_error(404)
+            return
+        time.sleep(1.5)
+        body = json.dumps({"experiments": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowMlflow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_busy_server_is_reachable_and_a_web_server_that_is_not_mlflow_is_refused(slow_server):
+    """The probe must connect fast, not answer fast: a server that accepted the connection and is
+    busy (two promotions scoring beside it on 2 cores took over 5 s) is reachable."""
+    from ganstop.tracking import check_reachable
+
+    previous = mlflow.get_tracking_uri()
+    try:
+        mlflow.set_tracking_uri(slow_server)
+        check_reachable(timeout=0.5)  # answers after 1.5 s: still reachable
+        mlflow.set_tracking_uri(f"{slow_server}/not-mlflow")
+        with pytest.raises(rc.RecipeError, match="answered HTTP 404 to the MLflow API: it is not an MLflow tracking"):
+            check_reachable(timeout=0.5)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 STARTS_TOGETHER = """

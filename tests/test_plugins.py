@@ -101,7 +101,8 @@ def test_a_broken_plugin_is_one_line_naming_it(site, capsys):
         assert (code, stderr) == (2, f"ganstop: error: {message}\n")
     with pytest.raises(rc.RecipeError, match="takes the name of a recipe section"):
         plugins.load("losses", "model")
-    assert "typo" in plugins.names("models")  # listed, even though it cannot be used
+    code, out, _ = invoke(["plugins"], capsys)  # listed, even though it cannot be used
+    assert code == 0 and "  typo             typo_gan:family" in out and "  dcgan            ganstop.models:dcgan" in out
 
 
 def test_plugin_sections_are_validated_set_and_logged_like_built_ins(example):

@@ -170,6 +170,17 @@ def gc(older_than, dry_run) -> None:
     click.echo(f"{len(removed)} run folder(s), {total:.1f} MiB{' (dry run)' if dry_run else ''}")
 
 
+@cli.command(name="plugins")
+def list_plugins() -> None:
+    """List the installed model families, data sets and losses, with their entry points."""
+    from ganstop import plugins
+
+    for group in plugins.KINDS:
+        click.echo(f"ganstop.{group}:")
+        for name, entry in sorted(plugins.installed(group).items()):
+            click.echo(f"  {name:<16} {entry.value}")
+
+
 @cli.command()
 @click.option("--model-name", required=True, help="Registered model to promote into.")
 @click.option("--study-name", type=Blank(click.STRING), help="Promote this study's best completed trial ...")

@@ -34,7 +34,10 @@ def check_reachable(timeout: float = 5.0) -> None:
 
     A server is asked through MLflow's own HTTP layer, so its credentials (token, basic auth,
     auth plugins) and TLS settings apply exactly as they will for the run; only this probe is
-    cut to one try of ``timeout`` seconds, while the run keeps MLflow's retry policy.
+    cut to one try that must connect within ``timeout`` seconds, while the run keeps MLflow's
+    retry policy. A server that accepted the connection is reachable: its answer gets MLflow's
+    own read timeout, since a busy server (two promotions scoring beside it on a small machine)
+    can take longer than a few seconds to answer.
     """
     uri = mlflow.get_tracking_uri()
     try:
@@ -42,12 +45,18 @@ def check_reachable(timeout: float = 5.0) -> None:
             from mlflow.tracking._tracking_service.utils import get_default_host_creds
             from mlflow.utils.rest_utils import http_request
 
+            from mlflow.environment_variables import MLFLOW_HTTP_REQUEST_TIMEOUT
+
             reply = http_request(get_default_host_creds(uri), "/api/2.0/mlflow/experiments/search", "POST",
-                                 max_retries=0, timeout=timeout, raise_on_status=False, json={"max_results": 1})
+                                 max_retries=0, timeout=(timeout, MLFLOW_HTTP_REQUEST_TIMEOUT.get()),
+                                 raise_on_status=False, json={"max_results": 1})
             if reply.status_code in (401, 403):
                 raise RecipeError(f"the MLflow tracking server {mask(uri)} refused the credentials (HTTP "
                                   f"{reply.status_code}); set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, "
                                   "or MLFLOW_TRACKING_TOKEN")
+            if reply.status_code == 404:
+                raise RecipeError(f"{mask(uri)} answered HTTP 404 to the MLflow API: it is not an MLflow tracking "
+                                  "server (check the host, port and path of MLFLOW_TRACKING_URI)")
             if reply.status_code >= 500:
                 raise RecipeError(f"the MLflow tracking server {mask(uri)} failed the request (HTTP {reply.status_code})")
         elif uri.startswith(("postgresql", "mysql", "mssql")):
