@@ -171,7 +171,7 @@ def main() -> None:
                      f"{s['oracle_ratio_median']:.2f} | {s['checks_median']:.0f} | {s['gap_median']:+.1%} | "
                      f"{s['gap_max']:+.1%} |")
     if quality:
-        lines += ["", "The 2D models the own stoppers keep (their restored epoch; 2,500 samples, 3-std rule; "
+        lines += ["", "The 2D models the own stoppers keep (their restored epoch, scored on that check's samples: the recipe's metrics.n_samples, ring 10,000, grid 2,500; 3-std rule; "
                   "PacGAN Table 1: GAN 6.3 modes / 98.2% on the ring and 17.3 / 94.8% on the grid, "
                   "PacGAN4 7.8 / 95.9% and 24.8 / 93.6%):", "",
                   "| recipe | runs | modes (mean) | high quality (mean) | per run (modes/hq) |",

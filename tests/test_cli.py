@@ -14,7 +14,7 @@ from conftest import invoke, ROOT, cli_env
 RING = str(ROOT / "recipes" / "ring8-mlp.yaml")
 TINY_RING = ["--recipe", RING, "--max-epochs", "3", "--set",
              "dataset.n_train=2000 dataset.n_val=500 train.batch_size=200 model.width=32 stopping.warmup=1 "
-             "metrics.every=1 train.checkpoint_seconds=0"]
+             "metrics.every=1 train.checkpoint_seconds=0 metrics.n_samples=0"]
 
 
 def all_runs() -> list:
