@@ -75,7 +75,7 @@ Positive = Annotated[int, _number(int), Field(gt=0)]
 Count = Annotated[int, _number(int), Field(ge=0)]
 PositiveFloat = Annotated[float, _number(float), Field(gt=0)]
 NonNegative = Annotated[float, _number(float), Field(ge=0)]
-Share = Annotated[float, _number(float), Field(ge=0, lt=1)]
+Share = Annotated[float, _number(float), _within(lambda v: 0 <= v < 1, "must be in [0, 1)")]
 Names = Annotated[list[str], BeforeValidator(_comma_list)]
 Unset = BeforeValidator(_unset)
 Schedule = Literal["none", "linear", "exponential", "step", "cosine"]
@@ -235,8 +235,6 @@ def _message(path: str, error: dict, value: Any) -> str:
                "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
         key, op = ops[kind]
         text = f"must be {op} {ctx[key]}"
-        if path in _SHARES:
-            text = "must be in [0, 1)"
     elif kind == "literal_error":
         options = [o.strip(" '") for o in ctx["expected"].replace(" or ", ", ").split(",")]
         return f"{path} must be one of {', '.join(options)}, not {value!r}{suggest(str(value), options)}"
@@ -246,11 +244,6 @@ def _message(path: str, error: dict, value: Any) -> str:
         text = error["msg"].lower()
     text = " ".join(text.split())
     return f"{path} {text}, not {value!r}" if not isinstance(value, (dict, list)) or kind != "finite_number" else f"{path} {text}"
-
-
-_SHARES = {f"{s}.{k}" for s, model in ((s, Recipe.model_fields[s].annotation) for s in SECTIONS if s != "search")
-           for k, f in model.model_fields.items()
-           if any(getattr(m, "lt", None) == 1 for m in f.metadata)}
 
 
 def _section(recipe: Recipe, section: str) -> BaseModel:
