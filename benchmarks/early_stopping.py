@@ -9,7 +9,8 @@ Curves have a check every epoch (``metrics.every: 1``). The recipe's own stopper
 on the checks its default ``metrics.budget`` would have scheduled, simulated with the same
 ``CheckSchedule`` on each epoch's recorded training and validation seconds.
 
-Policies: each recipe's own stopper (built by the same factory as training), the trend rule,
+Policies: each recipe's own stopper (built by the same factory as training; also with a fixed
+patience, ``patience_increase: 1``), the trend rule,
 Prechelt's GL/PQ/UP, and a Lightning-style ``EarlyStopping`` (patience 3/5/10, min_delta 0 and
 the recipe's). Per run: the stop epoch, the oracle epoch (the first epoch whose best-so-far is
 within 5% of the run's best ever), and the quality gap of the best value the policy keeps.
@@ -44,13 +45,13 @@ CACHE = ROOT / "benchmarks" / ".cache" / "curves"
 WITHIN = 0.05
 
 
-def curve(name: str, seed: int, quick: bool) -> dict:
+def curve(name: str, seed: int, scale: float = 1.0) -> dict:
     """The run's per-epoch history to the full budget, trained once and cached by recipe hash."""
     overrides = [("train.seed", seed), ("metrics.every", 1), ("stopping.criteria", ["patience"]), ("stopping.patience", 10**6),
                  ("stopping.stopping_threshold", None), ("stopping.divergence_threshold", None)]
-    if quick:
+    if scale != 1.0:  # a budget the user stretched or cut: the LR schedules follow it, as in training
         base = rc.load(name)
-        overrides += [("train.max_epochs", max(base.stopping.warmup + 3, base.train.max_epochs // 4))]
+        overrides += [("train.max_epochs", max(base.stopping.warmup + 3, round(base.train.max_epochs * scale)))]
     recipe = rc.load(name, overrides)
     # the stopper does not change the trajectory: what is trained and monitored, and the code that
     # trains and scores it, key the curve
@@ -88,8 +89,9 @@ def checks(run: dict, budget: float | None = None) -> list[tuple[int, float, flo
 def policies(recipe: rc.Recipe) -> dict[str, dict]:
     """Name -> stopping options over the recipe's own stopping section."""
     own = recipe.stopping.model_dump()
-    lightning = {"criteria": ["patience"], "delta_reference": "improvement", "warmup": 0}
-    out = {"own": own, "own, checks by budget": {**own, "budget": recipe.metrics.budget}}
+    lightning = {"criteria": ["patience"], "delta_reference": "improvement", "warmup": 0, "patience_increase": 1.0}
+    out = {"own": own, "own, checks by budget": {**own, "budget": recipe.metrics.budget},
+           "own, fixed patience": {**own, "patience_increase": 1.0}}
     out["trend"] = {**own, "criteria": ["trend"]}
     out["gl5"] = {**own, "criteria": ["gl"], "gl_alpha": 5.0}
     out["pq0.75"] = {**own, "criteria": ["pq"], "pq_alpha": 0.75}
@@ -133,10 +135,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipes", nargs="+", default=RECIPES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--budget-scale", type=float, default=1.0,
+                        help="train to this multiple of each recipe's budget: 2 asks what a stopper saves when the "
+                             "budget is longer than the run needs")
     parser.add_argument("--quick", action="store_true", help="a quarter of each budget (a smoke run, not the goal)")
     parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
-    runs = [curve(name, seed, args.quick) for name in args.recipes for seed in args.seeds]
+    scale = 0.25 if args.quick else args.budget_scale
+    runs = [curve(name, seed, scale) for name in args.recipes for seed in args.seeds]
     by_policy: dict[str, list[dict]] = {}
     run_lines = []
     for run in runs:
@@ -184,7 +190,8 @@ def main() -> None:
     if args.no_report:
         print("RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     else:
-        print(write("Early stopping: policies replayed on full-budget curves", lines, result))
+        title = "Early stopping: policies replayed on full-budget curves"
+        print(write(title if scale == 1.0 else f"{title} ({scale:g}x each recipe's budget)", lines, result))
 
 
 if __name__ == "__main__":

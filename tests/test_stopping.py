@@ -225,6 +225,18 @@ def test_non_finite_loss():
     assert stopper.stopped_epoch == 2
 
 
+def test_patience_increase_waits_longer_as_the_run_ages():
+    # gains at epochs 10, 20, 40 and 80: each plateau as long as the run before it, as FID creeps down
+    curve = [50 - 10 * sum(epoch >= gain for gain in (10, 20, 40, 80)) for epoch in range(1, 201)]
+    fixed = EarlyStopper(mode="min", patience=25)
+    assert feed(fixed, curve) == (65, StopReason.PATIENCE_EXHAUSTED) and fixed.best == 20  # missed epoch 80
+    growing = EarlyStopper(mode="min", patience=25, patience_increase=2.0)
+    assert feed(growing, curve) == (160, StopReason.PATIENCE_EXHAUSTED)  # 2 x 80, later than 80 + 25
+    assert growing.best == 10 and growing.best_epoch == 80
+    early = EarlyStopper(mode="min", patience=25, patience_increase=1.1)
+    assert feed(early, [5] * 10 + [4] * 60) == (36, StopReason.PATIENCE_EXHAUSTED)  # 11 + 25, after 1.1 x 11
+
+
 def test_max_epochs():
     stopper = EarlyStopper(patience=10)
     feed(stopper, [3, 2, 1])
@@ -240,7 +252,8 @@ def test_updates_after_a_stop_are_refused():
 
 def test_state_dict_round_trip_continues_identically():
     values = [10, 9, 9.5, 8.9, 9.1, 9.2, 9.3]
-    options = dict(mode="min", patience=3, min_delta=0.2, criteria=["patience", "trend", "up"], window=3, strip=1)
+    options = dict(mode="min", patience=3, patience_increase=1.5, min_delta=0.2, criteria=["patience", "trend", "up"],
+                   window=3, strip=1)
     reference = EarlyStopper(**options)
     expected = feed(reference, values)
     first = EarlyStopper(**options)
@@ -253,7 +266,7 @@ def test_state_dict_round_trip_continues_identically():
 
 @pytest.mark.parametrize("kwargs", [{"mode": "up"}, {"patience": -1}, {"min_delta_mode": "percent"},
                                     {"criteria": []}, {"criteria": ["patience", "slope"]}, {"combine": "most"},
-                                    {"delta_reference": "first"}, {"window": 2}])
+                                    {"delta_reference": "first"}, {"window": 2}, {"patience_increase": 0.5}])
 def test_bad_options_are_rejected(kwargs):
     with pytest.raises(ValueError):
         EarlyStopper(**kwargs)

@@ -156,6 +156,8 @@ class StoppingConfig(Section):
     criteria: Names = ["patience"]  # patience | trend | gl | pq | up
     combine: Literal["any", "all"] = "any"  # stop when any / all of the criteria say so
     patience: Count = 10  # epochs (as Keras counts) without an improvement larger than min_delta
+    # patience grows with the run: after an improvement at epoch e, no stop before epoch patience_increase * e
+    patience_increase: Annotated[float, _number(float), _within(lambda v: v >= 1, "must be >= 1 (1: a fixed patience)")] = 1.0
     # a number, or auto: 1 standard error of the difference (min_delta_mode se)
     min_delta: Annotated[float | Literal["auto"], BeforeValidator(_min_delta)] = 0.0
     min_delta_mode: Literal["absolute", "relative", "se"] = "absolute"  # relative: fraction of the reference

@@ -40,7 +40,7 @@ class StopReason(str, Enum):
 
 
 CRITERIA = {  # recipe name -> the reason a stop by it is logged under
-    "patience": StopReason.PATIENCE_EXHAUSTED,  # Keras: `patience` epochs without a min_delta gain
+    "patience": StopReason.PATIENCE_EXHAUSTED,  # Keras: `patience` epochs without a min_delta gain (x patience_increase)
     "trend": StopReason.TREND_FLAT,  # Theil-Sen slope projects less than min_delta over `patience` epochs
     "gl": StopReason.GENERALIZATION_LOSS,  # Prechelt GL_alpha: % worse than the best
     "pq": StopReason.PROGRESS_QUOTIENT,  # Prechelt PQ_alpha: GL over the strip's progress
@@ -75,10 +75,16 @@ class EarlyStopper:
     Lightning), or the best value so far (``best``: every small gain moves the bar, Ignite's
     ``cumulative_delta=False``). Checks at epochs ``<= warmup`` are not monitored (Keras's
     ``start_from_epoch``); only a non-finite value stops the run there.
+
+    ``patience_increase`` is the deeplearning.net tutorial's rule (Bengio 2012): after an
+    improvement at epoch e, wait at least until epoch ``patience_increase * e``. A GAN's quality
+    plateaus grow with training age (gains come at roughly even steps of log-epochs), so a fixed
+    patience that suits epoch 30 stops a run at epoch 90 in the middle of a plateau.
     """
 
     mode: str = "min"
     patience: int = 10
+    patience_increase: float = 1.0  # patience: never stop before this many times the last improvement's epoch
     min_delta: float = 0.0
     min_delta_mode: str = "absolute"
     delta_reference: str = "improvement"
@@ -118,6 +124,8 @@ class EarlyStopper:
             raise ValueError(f"combine must be 'any' or 'all', not {self.combine!r}")
         if self.patience < 0 or self.min_delta < 0 or self.warmup < 0:
             raise ValueError("patience, min_delta and warmup must be >= 0")
+        if self.patience_increase < 1:
+            raise ValueError("patience_increase must be >= 1 (1: a fixed patience)")
         if self.window < 3 or self.strip < 1 or self.up_strips < 1 or self.gl_alpha <= 0 or self.pq_alpha <= 0:
             raise ValueError("window must be >= 3, strip and up_strips >= 1, gl_alpha and pq_alpha > 0")
         if self.baseline is not None:
@@ -162,7 +170,7 @@ class EarlyStopper:
     def _fires(self, criterion: str, improved: bool) -> bool:
         epoch, value, _ = self.checks[-1]
         if criterion == "patience":
-            return not improved and self.wait >= self.patience
+            return not improved and self.wait >= self.patience and epoch >= self.patience_increase * self._since
         if criterion == "trend":
             return self._trend_flat()
         if criterion == "gl":
