@@ -51,7 +51,7 @@ def curve(name: str, seed: int, scale: float = 1.0) -> dict:
                  ("stopping.stopping_threshold", None), ("stopping.divergence_threshold", None)]
     if scale != 1.0:  # a budget the user stretched or cut: the LR schedules follow it, as in training
         base = rc.load(name)
-        overrides += [("train.max_epochs", max(base.stopping.warmup + 3, round(base.train.max_epochs * scale)))]
+        overrides += [("train.max_epochs", max(base.stopping.warmup + 3, int(base.train.max_epochs * scale)))]
     recipe = rc.load(name, overrides)
     # the stopper does not change the trajectory: what is trained and monitored, and the code that
     # trains and scores it, key the curve
@@ -135,12 +135,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipes", nargs="+", default=RECIPES)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--budget-scale", type=float, default=1.0,
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget-scale", type=float, default=1.0,
                         help="train to this multiple of each recipe's budget: 2 asks what a stopper saves when the "
                              "budget is longer than the run needs")
-    parser.add_argument("--quick", action="store_true", help="a quarter of each budget (a smoke run, not the goal)")
+    budget.add_argument("--quick", action="store_true", help="a quarter of each budget (a smoke run, not the goal)")
     parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
+    if args.budget_scale <= 0:
+        parser.error("--budget-scale must be > 0")
     scale = 0.25 if args.quick else args.budget_scale
     runs = [curve(name, seed, scale) for name in args.recipes for seed in args.seeds]
     by_policy: dict[str, list[dict]] = {}

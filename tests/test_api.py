@@ -60,6 +60,7 @@ def test_the_readme_loop_runs_as_printed_and_logs_what_ganstop_train_logs(tracki
     assert sorted(fid) == list(range(1, 9)) and fid[stopper.best_epoch] == min(fid[e] for e in range(6, 9))
     assert len(client.get_metric_history(run.info.run_id, "fid_se")) == 8
     assert run.data.params["monitor"] == "fid" and run.data.params["patience"] == "20"
+    assert run.data.params["patience_increase"] == "1.0"  # what patience means here: a fixed wait
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"curves.png", "samples"} <= artifacts
     z = torch.randn(3, 32)

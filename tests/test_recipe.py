@@ -62,6 +62,7 @@ def test_unknown_key_names_the_closest(tmp_path):
     (("stopping.combine", "most"), "must be one of any, all"),
     (("stopping.delta_reference", "first"), "must be one of improvement, best"),
     (("stopping.window", 2), "window must be >= 3"),
+    (("stopping.patience_increase", 0.5), r"stopping.patience_increase must be >= 1 \(1: a fixed patience\), not 0.5"),
     (("stopping.strip", 0), "stopping.strip must be > 0"),
     (("stopping.min_delta_mode", "percent"), "absolute, relative, se"),
 ])

@@ -97,10 +97,11 @@ def test_se_mode_counts_a_gain_only_above_the_noise():
 
 def test_from_config_reads_auto_as_standard_errors():
     config = rc.load(None, [("stopping.min_delta", "auto"), ("stopping.criteria", ["patience", "trend"]),
-                            ("stopping.combine", "all"), ("stopping.window", 4)]).stopping
+                            ("stopping.combine", "all"), ("stopping.window", 4), ("stopping.patience_increase", 2)]).stopping
     stopper = EarlyStopper.from_config(config, "max")
     assert (stopper.min_delta, stopper.min_delta_mode) == (AUTO_DELTA_SE, "se")
     assert stopper.mode == "max" and stopper.criteria == ("patience", "trend") and stopper.window == 4
+    assert stopper.patience_increase == 2.0
 
 
 def test_trend_stops_when_the_projected_gain_is_below_min_delta():
@@ -235,6 +236,14 @@ def test_patience_increase_waits_longer_as_the_run_ages():
     assert growing.best == 10 and growing.best_epoch == 80
     early = EarlyStopper(mode="min", patience=25, patience_increase=1.1)
     assert feed(early, [5] * 10 + [4] * 60) == (36, StopReason.PATIENCE_EXHAUSTED)  # 11 + 25, after 1.1 x 11
+    exact = EarlyStopper(mode="min", patience=5, patience_increase=1.1)
+    falling_to_50 = [100 - epoch for epoch in range(1, 51)] + [50] * 20
+    assert feed(exact, falling_to_50) == (55, StopReason.PATIENCE_EXHAUSTED)  # 1.1 x 50 is 55.000...01
+
+
+def test_patience_increase_needs_an_improvement_to_wait_longer():
+    unbeaten = EarlyStopper(mode="min", patience=5, patience_increase=2.0, warmup=20, baseline=1.0)
+    assert feed(unbeaten, [2.0] * 60) == (25, StopReason.PATIENCE_EXHAUSTED)  # no gain to wait on: 20 + 5
 
 
 def test_max_epochs():

@@ -170,7 +170,7 @@ class EarlyStopper:
     def _fires(self, criterion: str, improved: bool) -> bool:
         epoch, value, _ = self.checks[-1]
         if criterion == "patience":
-            return not improved and self.wait >= self.patience and epoch >= self.patience_increase * self._since
+            return not improved and self.wait >= self.patience and not self._increase_waits(epoch)
         if criterion == "trend":
             return self._trend_flat()
         if criterion == "gl":
@@ -184,6 +184,11 @@ class EarlyStopper:
         # up: the values at the ends of the last up_strips strips each got worse
         ends = [self._value_at(epoch - i * self.strip) for i in range(self.up_strips + 1)]
         return None not in ends and all(self._gain(a, b) < 0 for a, b in zip(ends, ends[1:]))
+
+    def _increase_waits(self, epoch: int) -> bool:
+        """``patience_increase``: the last improvement (none yet: no extra wait, as with an unbeaten
+        baseline) was too recent for a stop; the tolerance keeps 1.1 x 50 at epoch 55."""
+        return self._since > self.warmup and epoch < self.patience_increase * self._since - 1e-9
 
     def _value_at(self, epoch: int) -> float | None:
         """The value of the latest check at or before ``epoch``: where a strip ended when checks
