@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -195,3 +196,22 @@ def invoke(args: list[str], capsys) -> tuple[int, str, str]:
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def mlflow_run(entry: str, *params: str, env: dict[str, str], experiment: str | None = None) -> subprocess.CompletedProcess:
+    """``mlflow run`` of this project's entry point with this interpreter (``--env-manager local``)."""
+    args = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", entry]
+    args += ["--experiment-name", experiment] if experiment else []
+    for p in params:
+        args += ["-P", p]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+
+
+def all_runs() -> list:
+    """Every active run in every experiment of the current tracking store."""
+    from mlflow.entities import ViewType
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    return [r for e in client.search_experiments(view_type=ViewType.ALL)
+            for r in client.search_runs([e.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)]

@@ -6,21 +6,14 @@ import sys
 import mlflow
 import numpy as np
 import pytest
-from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import invoke, ROOT, cli_env
+from conftest import ROOT, all_runs, cli_env, invoke
 
 RING = str(ROOT / "recipes" / "ring8-mlp.yaml")
 TINY_RING = ["--recipe", RING, "--max-epochs", "3", "--set",
              "dataset.n_train=2000 dataset.n_val=500 train.batch_size=200 model.width=32 stopping.warmup=1 "
              "metrics.every=1 train.checkpoint_seconds=0 metrics.n_samples=0"]
-
-
-def all_runs() -> list:
-    client = MlflowClient()
-    return [r for e in client.search_experiments(view_type=ViewType.ALL)
-            for r in client.search_runs([e.experiment_id], run_view_type=ViewType.ACTIVE_ONLY)]
 
 
 BAD = [  # (command line, what the one line must say); {x} are files made by the test

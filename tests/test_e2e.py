@@ -1,7 +1,6 @@
 """`mlflow run . --env-manager local` end to end, read back through MlflowClient."""
 
 import subprocess
-import sys
 import time
 
 import mlflow
@@ -10,23 +9,18 @@ import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, cli_env
+from conftest import cli_env, mlflow_run
 
 pytestmark = pytest.mark.slow
 TINY = "stopping.warmup=1 metrics.classifier_epochs=3 model.width=16 metrics.grid_size=16 metrics.every=1"
 
 
-def mlflow_run(tracking: str, *params: str, entry: str = "main") -> subprocess.CompletedProcess:
-    args = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", entry,
-            "--experiment-name", "e2e"]
-    for p in params:
-        args += ["-P", p]
-    return subprocess.run(args, capture_output=True, text=True, timeout=600,
-                          env=cli_env(MLFLOW_TRACKING_URI=tracking))
+def run_main(tracking: str, *params: str) -> subprocess.CompletedProcess:
+    return mlflow_run("main", *params, env=cli_env(MLFLOW_TRACKING_URI=tracking), experiment="e2e")
 
 
 def test_mlflow_run_main_logs_everything(tracking):
-    proc = mlflow_run(tracking, "max_epochs=3", "patience=4", "min_delta=0.5", f"overrides={TINY}")
+    proc = run_main(tracking, "max_epochs=3", "patience=4", "min_delta=0.5", f"overrides={TINY}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
@@ -73,7 +67,7 @@ def test_mlflow_run_main_logs_everything(tracking):
 
 
 def test_mlflow_run_bad_parameter_leaves_no_run(tracking):
-    proc = mlflow_run(tracking, "patience=-1")
+    proc = run_main(tracking, "patience=-1")
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("ganstop:")]
     assert ours == ["ganstop: error: stopping.patience must be >= 0, not -1"]

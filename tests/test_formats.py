@@ -11,10 +11,8 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from mlflow.entities import ViewType
-from mlflow.tracking import MlflowClient
 
-from conftest import invoke
+from conftest import all_runs, invoke
 from ganstop import formats
 from ganstop.recipe import RecipeError
 
@@ -252,9 +250,7 @@ def test_each_image_recipe_trains_end_to_end_on_its_real_format(recipe, write, e
     code, out, err = invoke(["train", "--no-progress", "--recipe", recipe, "--set", f"{TINY} {extra}",
                              "--set", f"dataset.root={tmp_path / 'data'}"], capsys)
     assert code == 0, err
-    client = MlflowClient()
-    (run,) = [r for e in client.search_experiments(view_type=ViewType.ALL)
-              for r in client.search_runs([e.experiment_id])]
+    (run,) = all_runs()
     assert run.info.status == "FINISHED" and run.info.run_id in out
     assert run.data.params["dataset.name"] == recipe.split("-")[0]
     assert run.data.metrics["stopped_epoch"] == 2 and "fid" in run.data.metrics and "test_fid" in run.data.metrics

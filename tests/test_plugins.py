@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, cli_env, invoke, tiny
+from conftest import ROOT, cli_env, invoke, mlflow_run, tiny
 from ganstop import plugins
 from ganstop import recipe as rc
 from ganstop.data import load_data
@@ -35,6 +35,11 @@ def site(tmp_path, monkeypatch):
     """A folder on sys.path whose distributions the plugin lookup sees from now on."""
     folder = tmp_path / "site"
     folder.mkdir()
+    yield from on_path(folder, monkeypatch)
+
+
+def on_path(folder: Path, monkeypatch):
+    """``folder`` on sys.path while the test runs, the plugin lookup's caches cleared on both sides."""
     monkeypatch.syspath_prepend(str(folder))
     refresh()
     yield folder
@@ -60,11 +65,7 @@ def example_site(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def example(example_site, monkeypatch):
-    monkeypatch.syspath_prepend(str(example_site))
-    refresh()
-    yield example_site
-    monkeypatch.undo()
-    refresh()
+    yield from on_path(example_site, monkeypatch)
 
 
 def test_the_built_ins_are_entry_points_like_a_users():
@@ -160,19 +161,15 @@ def test_the_example_package_trains_tunes_and_promotes_through_mlflow_run(exampl
     settings = " ".join(f"{k}={v}" for k, v in tiny("digits", **{"sngan.channels": 16}))
     env = cli_env(MLFLOW_TRACKING_URI=tracking, PYTHONPATH=str(example_site))
 
-    def mlflow_run(entry: str, *params: str) -> None:
-        args = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", entry,
-                "--experiment-name", "plugin"]
-        for p in params:
-            args += ["-P", p]
-        proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    def run(entry: str, *params: str) -> None:
+        proc = mlflow_run(entry, *params, env=env, experiment="plugin")
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    mlflow_run("main", f"recipe={recipe}", f"overrides={settings}")
-    mlflow_run("tune", f"recipe={recipe}", "n_trials=2", f"storage={storage}", "study_name=sn", "sampler_seed=1",
+    run("main", f"recipe={recipe}", f"overrides={settings}")
+    run("tune", f"recipe={recipe}", "n_trials=2", f"storage={storage}", "study_name=sn", "sampler_seed=1",
                f"overrides={settings}")
-    mlflow_run("promote", "model_name=sngan-digits", "study_name=sn", f"storage={storage}")
+    run("promote", "model_name=sngan-digits", "study_name=sn", f"storage={storage}")
 
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("plugin").experiment_id])

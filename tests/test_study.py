@@ -9,7 +9,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, cli_env
+from conftest import cli_env, mlflow_run
 
 pytestmark = pytest.mark.slow
 State = optuna.trial.TrialState
@@ -77,10 +77,8 @@ def test_mlflow_run_tune_nests_every_trial_and_prunes(search_recipe, tracking, t
 
 def test_mlflow_run_tune_entry_point(search_recipe, tracking, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    args = [sys.executable, "-m", "mlflow", "run", str(ROOT), "--env-manager", "local", "-e", "tune",
-            "-P", f"recipe={search_recipe}", "-P", "n_trials=2", "-P", f"storage={storage}",
-            "-P", "study_name=via-mlflow-run", "-P", "pruner=none", "-P", "seed=1"]
-    proc = subprocess.run(args, capture_output=True, text=True, env=cli_env(MLFLOW_TRACKING_URI=tracking), timeout=600)
+    proc = mlflow_run("tune", f"recipe={search_recipe}", "n_trials=2", f"storage={storage}",
+                      "study_name=via-mlflow-run", "pruner=none", "seed=1", env=cli_env(MLFLOW_TRACKING_URI=tracking))
     assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="via-mlflow-run", storage=storage)
     parent, runs = assert_mirrored(MlflowClient(), study)

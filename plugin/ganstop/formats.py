@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from ganstop.recipe import RecipeError
+from ganstop.errors import RecipeError
 
 MNIST_IMAGES, MNIST_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # unsigned bytes; 3 dims, 1 dim

@@ -132,10 +132,10 @@ class GANStep:
         return real
 
     @torch.no_grad()
-    def generate(self, z: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
         """Samples in user units: images in [0, 1], points as coordinates. In fp32, never under
         autocast: the scores must be the ones promotion computes from the fp32 MLflow model."""
-        sampler = models.Sampler(generator or self.eval_generator(), self.data.kind == "image").eval()
+        sampler = models.Sampler(self.eval_generator(), self.data.kind == "image").eval()
         return torch.cat([sampler(chunk) for chunk in z.split(GEN_CHUNK)])
 
     def sampler(self, generator_state: dict) -> nn.Module:

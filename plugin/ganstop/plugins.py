@@ -99,15 +99,19 @@ def load(group: str, name: str) -> ModelFamily | Dataset | Objective:
     return obj
 
 
+def option_model(section: str) -> type | None:
+    """The pydantic model of the options the installed plugin named ``section`` declares (the
+    first group that has one), or None. Only plugins of that name are imported."""
+    if section in RESERVED:
+        return None
+    for group in KINDS:
+        if section in installed(group) and (options := load(group, section).options) is not None:
+            return options
+    return None
+
+
 def option_models() -> dict[str, type]:
     """Recipe sections that installed plugins add: plugin name -> pydantic model of its options.
-    Only plugins that declare options are imported here."""
-    sections: dict[str, type] = {}
-    for group in KINDS:
-        for name in names(group):
-            if name in sections or name in RESERVED:
-                continue
-            spec = load(group, name)
-            if spec.options is not None:
-                sections[name] = spec.options
-    return sections
+    Imports every installed plugin: for listing them, not for resolving one."""
+    every = sorted({name for group in KINDS for name in installed(group)})
+    return {name: options for name in every if (options := option_model(name)) is not None}

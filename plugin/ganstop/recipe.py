@@ -245,7 +245,7 @@ def _message(path: str, error: dict, value: Any) -> str:
     else:
         text = error["msg"].lower()
     text = " ".join(text.split())
-    return f"{path} {text}, not {value!r}" if not isinstance(value, (dict, list)) or kind != "finite_number" else f"{path} {text}"
+    return f"{path} {text}, not {value!r}"
 
 
 def _section(recipe: Recipe, section: str) -> BaseModel:
@@ -255,11 +255,11 @@ def _section(recipe: Recipe, section: str) -> BaseModel:
     if section == "search":
         raise RecipeError("the search section is set in the recipe file, not by an override")
     if section not in recipe.plugins:
-        sections = plugins.option_models() if section not in plugins.RESERVED else {}
-        if section not in sections:
-            known = SECTIONS + sorted(sections)
+        options = plugins.option_model(section)
+        if options is None:
+            known = SECTIONS + sorted(plugins.option_models())
             raise RecipeError(f"unknown recipe section {section!r}{suggest(section, known)}")
-        recipe.plugins[section] = sections[section]()
+        recipe.plugins[section] = options()
     return recipe.plugins[section]
 
 

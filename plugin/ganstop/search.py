@@ -26,7 +26,7 @@ from ganstop import runner, sqlite_schema
 from ganstop.masking import mask
 from ganstop.errors import RecipeError, first_line
 from ganstop.recipe import Recipe
-from ganstop.stopping import StopReason
+from ganstop.stopping import StopReason, better
 from ganstop.callbacks import Callback
 
 PARENT_ATTR = "mlflow_parent_run_id"
@@ -194,7 +194,7 @@ class OptunaPruning(Callback):
         value = logs.get(self.metric)
         if value is None or not math.isfinite(value):
             return
-        if self._best is None or (value < self._best if self.objective.mode == "min" else value > self._best):
+        if self._best is None or better(value, self._best, self.objective.mode):
             self._best = value
         self.trial.report(self.objective.value(self._best, epoch), epoch)
         if not self._stopping and self.trial.should_prune():  # a trial that ended itself completes
