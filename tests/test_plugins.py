@@ -116,6 +116,7 @@ def test_plugin_sections_are_validated_set_and_logged_like_built_ins(example):
         (("sngan.chanels", 8), "unknown recipe key 'sngan.chanels' (did you mean 'channels'?)"),
         (("sngan.channels", 0), "sngan.channels must be > 0, not 0"),
         (("sngan.slope", "steep"), "sngan.slope must be float, not 'steep'"),
+        (("sngan.slope", True), "sngan.slope must be float, not True"),  # not read as 1.0, as for built-ins
         (("sgnan.channels", 8), "unknown recipe section 'sgnan' (did you mean 'sngan'?)"),
     ]:
         with pytest.raises(rc.RecipeError) as err:
@@ -143,6 +144,11 @@ def test_the_example_family_and_loss_train_and_its_dataset_reads_npz(example, tm
     assert data.sample_shape == (3, 16, 16) and data.n_classes == 3
     assert len(data.train) + len(data.val) + len(data.test) == 60
     assert data.train.min() >= -1 and data.train.max() <= 1
+    # floats in [-1, 1] as numpy writes them (float64) train in the models' float32
+    np.savez(tmp_path / "floats.npz", images=rng.uniform(-1, 1, (60, 3, 16, 16)), labels=np.arange(60) % 3)
+    own.plugins["npz"].file = "floats.npz"
+    data = load_data(own)
+    assert data.train.dtype == torch.float32 and data.val.dtype == torch.float32
     with pytest.raises(rc.RecipeError, match="dataset npz needs dataset.root"):
         rc.load(None, [("dataset.name", "npz")])
     own.plugins["npz"].file = "missing.npz"

@@ -89,8 +89,7 @@ def image_data(recipe: Recipe, images: torch.Tensor, labels: torch.Tensor) -> Da
     """Images (uint8 0-255, or float in [-1, 1]) and class labels, resized once to the recipe's
     size and split into train, validation and test: what an image dataset plugin returns."""
     cfg = recipe.dataset
-    if images.dtype == torch.uint8:
-        images = images.float() / 127.5 - 1
+    images = images.float() / 127.5 - 1 if images.dtype == torch.uint8 else images.float()  # the models' dtype
     size = cfg.image_size
     if recipe.model.family == "dcgan" and not size and images.shape[-1] & (images.shape[-1] - 1):
         size = 1 << math.ceil(math.log2(images.shape[-1]))  # dcgan needs powers of two: 28 -> 32

@@ -12,26 +12,16 @@ from __future__ import annotations
 import copy
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
 
 from ganstop import plugins
 from ganstop.errors import RecipeError, suggest
 from ganstop.metrics import registry
 from ganstop.stopping import CRITERIA
-
-
-def _number(kind: type):
-    """int/float that refuse booleans (pydantic's lax mode reads True as 1), and ints that refuse 2.5."""
-
-    def check(value: Any) -> Any:
-        if isinstance(value, bool):
-            raise ValueError(f"must be {kind.__name__}")
-        return value
-
-    return BeforeValidator(check)
 
 
 def _unset(value: Any) -> Any:
@@ -69,13 +59,11 @@ def _within(test, message: str):
     return AfterValidator(check)
 
 
-Int = Annotated[int, _number(int)]
-Float = Annotated[float, _number(float)]
-Positive = Annotated[int, _number(int), Field(gt=0)]
-Count = Annotated[int, _number(int), Field(ge=0)]
-PositiveFloat = Annotated[float, _number(float), Field(gt=0)]
-NonNegative = Annotated[float, _number(float), Field(ge=0)]
-Share = Annotated[float, _number(float), _within(lambda v: 0 <= v < 1, "must be in [0, 1)")]
+Positive = Annotated[int, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Share = Annotated[float, _within(lambda v: 0 <= v < 1, "must be in [0, 1)")]
 Names = Annotated[list[str], BeforeValidator(_comma_list)]
 Unset = BeforeValidator(_unset)
 Schedule = Literal["none", "linear", "exponential", "step", "cosine"]
@@ -88,6 +76,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True,
                               coerce_numbers_to_str=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic's lax mode reads True as 1: a number field, built-in or a plugin's, refuses
+        booleans (``int | None`` included; a union with text, like ``min_delta``, checks its own)."""
+        if isinstance(value, bool):
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = set(get_args(annotation) or [annotation]) - {type(None)}
+            if kinds in ({int}, {float}):
+                raise ValueError(f"must be {kinds.pop().__name__}")
+        return value
+
 
 class DatasetConfig(Section):
     name: str = "digits"  # an installed dataset plugin: digits | ring8 | grid25 | mnist | cifar10 | imagefolder
@@ -98,7 +98,7 @@ class DatasetConfig(Section):
     test_fraction: Share = 0.1  # test (images): final and promotion scores only; nothing selects on it
     n_val: Positive = 2_500  # validation points for the 2D mixtures
     n_test: Positive = 2_500  # test points for the 2D mixtures
-    seed: Int = 0  # split and mixture sampling; independent of the training seed
+    seed: int = 0  # split and mixture sampling; independent of the training seed
 
 
 class ModelConfig(Section):
@@ -120,7 +120,7 @@ class TrainConfig(Section):
     gp_lambda: NonNegative = 10.0  # weight of the objective's own penalty (wgan-gp: the gradient penalty)
     r1_gamma: NonNegative = 0.0  # R1 penalty gamma/2 * E||grad D(real)||^2 on the discriminator; 0 is off
     d_steps: Positive = 1  # discriminator updates per generator update
-    seed: Int = 0
+    seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # NHWC for conv models on CUDA
@@ -157,17 +157,17 @@ class StoppingConfig(Section):
     combine: Literal["any", "all"] = "any"  # stop when any / all of the criteria say so
     patience: Count = 10  # epochs (as Keras counts) without an improvement larger than min_delta
     # patience grows with the run: after an improvement at epoch e, no stop before epoch patience_increase * e
-    patience_increase: Annotated[float, _number(float), _within(lambda v: v >= 1, "must be >= 1 (1: a fixed patience)")] = 1.0
+    patience_increase: Annotated[float, _within(lambda v: v >= 1, "must be >= 1 (1: a fixed patience)")] = 1.0
     # a number, or auto: 1 standard error of the difference (min_delta_mode se)
     min_delta: Annotated[float | Literal["auto"], BeforeValidator(_min_delta)] = 0.0
     min_delta_mode: Literal["absolute", "relative", "se"] = "absolute"  # relative: fraction of the reference
     delta_reference: Literal["improvement", "best"] = "improvement"  # best: every gain moves the bar (Ignite)
     warmup: Count = 5  # Keras start_from_epoch: epochs not monitored (only a non-finite value stops there)
-    baseline: Annotated[Float | None, Unset] = None  # the metric must beat this to count as improving
-    stopping_threshold: Annotated[Float | None, Unset] = None  # stop as soon as the metric is this good
-    divergence_threshold: Annotated[Float | None, Unset] = None  # stop as soon as the metric is this bad
+    baseline: Annotated[float | None, Unset] = None  # the metric must beat this to count as improving
+    stopping_threshold: Annotated[float | None, Unset] = None  # stop as soon as the metric is this good
+    divergence_threshold: Annotated[float | None, Unset] = None  # stop as soon as the metric is this bad
     check_finite: bool = True
-    window: Annotated[int, _number(int), Field(ge=3)] = 10  # trend: Theil-Sen slope over the last `window` epochs
+    window: Annotated[int, Field(ge=3)] = 10  # trend: Theil-Sen slope over the last `window` epochs
     strip: Positive = 5  # pq, up: Prechelt's strip length, in epochs
     gl_alpha: PositiveFloat = 5.0  # gl: percent worse than the best
     pq_alpha: PositiveFloat = 0.75  # pq: generalization loss per unit of progress
@@ -177,9 +177,9 @@ class StoppingConfig(Section):
 class MetricsConfig(Section):
     names: Names = ["auto"]  # auto: the dataset's set
     # checks and all else besides training: this share of it
-    budget: Annotated[float, _number(float), _within(lambda v: 0 < v <= 1, "must be a share of training time in (0, 1]")] = 0.04
+    budget: Annotated[float, _within(lambda v: 0 < v <= 1, "must be a share of training time in (0, 1]")] = 0.04
     # a fixed check every N epochs (and at the last)
-    every: Annotated[int | None, Unset, _number(int), _within(lambda v: v >= 1, "must be >= 1 epoch, or empty")] = None
+    every: Annotated[int | None, Unset, _within(lambda v: v >= 1, "must be >= 1 epoch, or empty")] = None
     n_samples: Count = 0  # generated samples per check; 0: as many as held-out reals
     kid_subset_size: Positive = 100
     classifier_epochs: Positive = 8  # training of the cached feature classifier
