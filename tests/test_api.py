@@ -47,20 +47,22 @@ def tiny_gan():
 
 
 def test_the_readme_loop_runs_as_printed_and_logs_what_ganstop_train_logs(tracking):
-    user = {**tiny_gan(), "max_epochs": 8}
+    user = {**tiny_gan(), "max_epochs": 12}
     exec(compile(readme_loop(), "README.md", "exec"), user)  # noqa: S102 - the documented code, verbatim
     client = MlflowClient()
     run = client.get_run(mlflow.last_active_run().info.run_id)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["ganstop.stop_reason"] == "max_epochs"  # patience 20 > 8 epochs
-    assert run.data.metrics["stopped_epoch"] == 8
     stopper = user["stopper"]
-    assert run.data.metrics["restored_epoch"] == stopper.best_epoch > 5  # epochs 1..5 are warm-up
+    assert stopper.max_epochs == 12 and stopper.criteria == ("forecast", "patience")  # the default stopper
+    assert run.data.tags["ganstop.stop_reason"] == stopper.stop_reason in ("max_epochs", "forecast_no_gain")
+    assert run.data.metrics["stopped_epoch"] == stopper.stopped_epoch
+    assert run.data.metrics["restored_epoch"] == stopper.best_epoch
     fid = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "fid")}
-    assert sorted(fid) == list(range(1, 9)) and fid[stopper.best_epoch] == min(fid[e] for e in range(6, 9))
-    assert len(client.get_metric_history(run.info.run_id, "fid_se")) == 8
-    assert run.data.params["monitor"] == "fid" and run.data.params["patience"] == "20"
-    assert run.data.params["patience_increase"] == "1.0"  # what patience means here: a fixed wait
+    assert sorted(fid) == list(range(1, stopper.stopped_epoch + 1)) and fid[stopper.best_epoch] == min(fid.values())
+    assert len(client.get_metric_history(run.info.run_id, "fid_se")) == stopper.stopped_epoch
+    assert run.data.params["monitor"] == "fid" and run.data.params["patience"] == "None"  # no Keras patience
+    assert run.data.params["criteria"] == "forecast,patience" and run.data.params["tolerance"] == "0.05"
+    assert run.data.params["max_epochs"] == "12"
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"curves.png", "samples"} <= artifacts
     z = torch.randn(3, 32)

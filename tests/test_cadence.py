@@ -70,6 +70,7 @@ def test_the_budget_pays_for_the_start_and_the_stopper_still_counts_in_epochs(tm
 def test_pictures_on_the_first_check_every_new_best_every_nth_check_and_the_last(tmp_path):
     recorder = Recorder()
     trainer = make_trainer(tmp_path, {"train.max_epochs": 9, "metrics.grid_every": 4, "stopping.patience": 100,
+                                      "stopping.criteria": ["patience"],
                                       "stopping.warmup": 0}, [recorder])
     trainer.fit()
     drawn = {e[1] for e in recorder.events if e[0] == "validation" and e[3] is not None}

@@ -3,8 +3,9 @@
 The public API, for a training loop of your own (see the README's "Your own training loop"):
 ``QualityMonitor`` (FID/KID on your feature network, or 2D mode metrics), ``EarlyStopper`` and
 its ``Check``/``StopReason``, ``MlflowTracker``, and ``log_generator`` (a generator as an MLflow
-model with a tensor signature). They are imported on first use: MLflow loads this package's
-run-context plugin in every run, which must not pay for torch.
+model with a tensor signature); ``ganstop.recipe.StoppingConfig`` holds the stopper's defaults.
+They are imported on first use: MLflow loads this package's run-context plugin in every run,
+which must not pay for torch.
 """
 
 from importlib import import_module
@@ -22,6 +23,8 @@ __all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name: str):
+    if name == "recipe":  # ganstop.recipe.StoppingConfig() after a bare `import ganstop`
+        return import_module("ganstop.recipe")
     if name not in _EXPORTS:
         raise AttributeError(f"module 'ganstop' has no attribute {name!r}")
     module, attribute = _EXPORTS[name]

@@ -108,7 +108,9 @@ class MlflowTracker:
         self.run_id = self.run_id or mlflow.active_run().info.run_id
         self.client.log_batch(self.run_id, params=[mlflow.entities.Param(k, str(v)) for k, v in {
             "monitor": self.monitor, "mode": self.stopper.mode, "patience": self.stopper.patience,
-            "min_delta": self.stopper.min_delta, "patience_increase": self.stopper.patience_increase}.items()])
+            "min_delta": self.stopper.min_delta, "patience_increase": self.stopper.patience_increase,
+            "criteria": ",".join(self.stopper.criteria), "tolerance": self.stopper.tolerance,
+            "confidence": self.stopper.confidence, "max_epochs": self.stopper.max_epochs}.items()])
 
     def log_epoch(self, epoch: int, metrics: dict[str, float], samples: torch.Tensor | None = None) -> None:
         """One epoch's numbers; ``samples`` (images in [0, 1], or 2D points) are drawn when this

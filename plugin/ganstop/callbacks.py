@@ -57,7 +57,7 @@ class Validation(Callback):
     def __init__(self, recipe: Recipe, scorer: Scorer, device: torch.device):
         self.recipe, self.scorer = recipe, scorer
         self.monitor, self.mode = scorer.selection.monitor, scorer.selection.mode
-        self.stopper = EarlyStopper.from_config(recipe.stopping, self.mode)
+        self.stopper = EarlyStopper.from_config(recipe.stopping, self.mode, max_epochs=recipe.train.max_epochs)
         gen = torch.Generator().manual_seed(recipe.train.seed + 1)
         self.z = torch.randn(scorer.n_samples, recipe.model.z_dim, generator=gen).to(device)
         self.best_state: dict | None = None  # {"epoch", "value", "generator": CPU state dict}

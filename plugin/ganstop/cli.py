@@ -53,7 +53,7 @@ def recipe_options(command):
                   help="Recipe YAML path or shipped recipe name; its keys override the documented defaults.")
     @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                   help="Override one recipe value; repeatable. Space-separated pairs in one value work too.")
-    @click.option("--patience", type=Blank(click.INT), help="stopping.patience (validation checks).")
+    @click.option("--patience", type=Blank(click.INT), help="stopping.patience: also stop after N epochs without improvement (Keras/Lightning).")
     @click.option("--min-delta", type=Blank(click.STRING), help="stopping.min_delta: a number, or auto (1 standard error).")
     @click.option("--max-epochs", type=Blank(click.INT), help="train.max_epochs.")
     @click.option("--seed", type=Blank(click.INT), help="train.seed.")
@@ -152,6 +152,32 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
         heartbeat=heartbeat, grace=grace, retries=retry_failed, sampler_seed=sampler_seed,
         experiment_name=experiment_name, progress=progress, argv=_ARGV)
     click.echo(study_runner.describe(summary))
+
+
+@cli.command()
+@recipe_options
+@click.option("--from-experiment", type=Blank(click.STRING), help="Replay every finished run of this MLflow experiment ...")
+@click.option("--from-study", type=Blank(click.STRING), help="... or every trial run of this study ...")
+@click.option("--from-run", "run_ids", multiple=True, metavar="RUN_ID", help="... or these runs (repeatable).")
+@click.option("--n-trials", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Stopping settings to replay (each replays every curve; nothing trains).")
+@click.option("--sampler-seed", type=Blank(click.INT), help="TPE sampler seed (default: fresh).")
+@click.option("--objective", type=click.Choice(["compute", "quality"]), default="compute", show_default=True,
+              help="compute: best metric plus search.compute_weight x share of the budget, as ganstop tune.")
+@click.option("--experiment-name", type=Blank(click.STRING),
+              help="MLflow experiment of the replay run (default: the one replayed, else the active one).")
+def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed, objective, experiment_name) -> None:
+    """Search the recipe's stopping.* space on finished runs' logged curves, training nothing."""
+    from ganstop import stopper_search
+    from ganstop.tracking import check_reachable
+
+    if not (from_experiment or from_study or run_ids):
+        raise click.UsageError("name the curves to replay: --from-experiment, --from-study or --from-run")
+    check_reachable()
+    found = stopper_search.run(recipe, experiment=from_experiment, study=from_study, run_ids=tuple(run_ids),
+                               n_trials=n_trials, sampler_seed=sampler_seed, quality_only=objective == "quality",
+                               experiment_name=experiment_name)
+    click.echo(stopper_search.describe(found))
 
 
 @cli.command()

@@ -153,16 +153,24 @@ class StoppingConfig(Section):
     # Names and meanings as in Keras/Lightning; see ganstop.stopping for the criteria.
     monitor: str = ""  # empty: the dataset's headline metric (fid for images, mode_error for 2D)
     mode: Literal["auto", "min", "max"] = "auto"  # auto: from the metric
-    criteria: Names = ["patience"]  # patience | trend | gl | pq | up
+    # forecast (budget-aware, the default) | patience | trend | gl | pq | up
+    criteria: Names = ["forecast", "patience"]
     combine: Literal["any", "all"] = "any"  # stop when any / all of the criteria say so
-    patience: Count = 10  # epochs (as Keras counts) without an improvement larger than min_delta
+    # forecast: the share of the metric given up to save the rest of the budget (0.05: within 5%)
+    tolerance: Annotated[float, _within(lambda v: 0 <= v < 1, "must be a share of the metric in [0, 1)")] = 0.05
+    # forecast: stop once a gain beyond the tolerance is less likely than this
+    confidence: Annotated[float, _within(lambda v: 0 < v < 1, "must be a probability in (0, 1)")] = 0.1
+    # forecast: the curve is fitted on the checks of this latest share of the epochs so far
+    forecast_window: Annotated[float, _within(lambda v: 0 < v <= 1, "must be a share of the epochs in (0, 1]")] = 0.5
+    # epochs (as Keras counts) without an improvement larger than min_delta; empty: no patience rule
+    patience: Annotated[Count | None, Unset] = None
     # patience grows with the run: after an improvement at epoch e, no stop before epoch patience_increase * e
     patience_increase: Annotated[float, _within(lambda v: v >= 1, "must be >= 1 (1: a fixed patience)")] = 1.0
     # a number, or auto: 1 standard error of the difference (min_delta_mode se)
     min_delta: Annotated[float | Literal["auto"], BeforeValidator(_min_delta)] = 0.0
     min_delta_mode: Literal["absolute", "relative", "se"] = "absolute"  # relative: fraction of the reference
     delta_reference: Literal["improvement", "best"] = "improvement"  # best: every gain moves the bar (Ignite)
-    warmup: Count = 5  # Keras start_from_epoch: epochs not monitored (only a non-finite value stops there)
+    warmup: Count = 0  # Keras start_from_epoch: epochs not monitored (only a non-finite value stops there)
     baseline: Annotated[float | None, Unset] = None  # the metric must beat this to count as improving
     stopping_threshold: Annotated[float | None, Unset] = None  # stop as soon as the metric is this good
     divergence_threshold: Annotated[float | None, Unset] = None  # stop as soon as the metric is this bad

@@ -1,14 +1,17 @@
 """GAN-aware early stopping on a sample-quality metric.
 
-Pure Python on purpose: the stopper is a small state machine that the train loop, the
-Optuna objective, the benchmark's replay and the tests drive with plain numbers, and that a
-checkpoint restores through ``state_dict``. Option names follow Keras/Lightning (``patience``,
-``min_delta``, ``baseline``, ``warmup`` = Keras's ``start_from_epoch``) so users know them;
-the extra criteria are Prechelt's (1998) and a robust trend rule.
+A small state machine that the train loop, the Optuna objective, the replay and the tests drive
+with plain numbers, and that a checkpoint restores through ``state_dict``. Each criterion is a
+small class over the stopper's state (the shape of EarlyStopping.jl), and ``criteria`` +
+``combine`` compose them. The default is the budget-aware ``forecast`` (``ganstop.forecast``):
+stop when the rest of the budget is unlikely to gain more than ``tolerance``. Beside it,
+Keras/Lightning's ``patience`` (off unless set), Prechelt's (1998) GL/PQ/UP and a robust trend
+rule; option names follow Keras/Lightning (``patience``, ``min_delta``, ``baseline``,
+``warmup`` = Keras's ``start_from_epoch``) so users know them.
 
 A GAN's quality metric is noisy from check to check, so ``min_delta_mode: se`` measures the
-gain in standard errors of the metric (each check's ``<metric>_se``, from random halves of its samples): a gain only
-counts when it is larger than the noise of the two values compared.
+gain in standard errors of the metric (each check's ``<metric>_se``, from random halves of its
+samples): a gain only counts when it is larger than the noise of the two values compared.
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
+
+if TYPE_CHECKING:
+    from ganstop.forecast import Fit
 
 
 def better(a: float, b: float, mode: str) -> bool:
@@ -27,6 +33,7 @@ def better(a: float, b: float, mode: str) -> bool:
 
 
 class StopReason(str, Enum):
+    FORECAST_NO_GAIN = "forecast_no_gain"
     PATIENCE_EXHAUSTED = "patience_exhausted"
     TREND_FLAT = "trend_flat"
     GENERALIZATION_LOSS = "generalization_loss"
@@ -39,13 +46,111 @@ class StopReason(str, Enum):
     MAX_EPOCHS = "max_epochs"
 
 
-CRITERIA = {  # recipe name -> the reason a stop by it is logged under
-    "patience": StopReason.PATIENCE_EXHAUSTED,  # Keras: `patience` epochs without a min_delta gain (x patience_increase)
-    "trend": StopReason.TREND_FLAT,  # Theil-Sen slope projects less than min_delta over `patience` epochs
-    "gl": StopReason.GENERALIZATION_LOSS,  # Prechelt GL_alpha: % worse than the best
-    "pq": StopReason.PROGRESS_QUOTIENT,  # Prechelt PQ_alpha: GL over the strip's progress
-    "up": StopReason.SUCCESSIVE_WORSENING,  # Prechelt UP_s: worse at the end of s successive strips
-}
+# ----- the criteria: each a small rule over the stopper's state (EarlyStopping.jl's shape) ------
+class Criterion:
+    """One stopping rule: ``fires(s, improved)`` says whether it wants to stop at the stopper's
+    latest check. ``active(s)`` is False for a rule switched off by its options."""
+
+    reason: StopReason
+
+    def active(self, s: "EarlyStopper") -> bool:
+        return True
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        raise NotImplementedError
+
+
+class Forecast(Criterion):
+    """Budget-aware: P(the rest of the budget beats the best by more than ``tolerance`` x |best|)
+    fell below ``confidence``, by the curve ensemble of ``ganstop.forecast``. A curve that turned
+    (rose from its best by more than its noise) forecasts no gain and stops; a curve still falling
+    steeply forecasts one and goes on. Needs ``max_epochs``: without a budget there is nothing to
+    forecast to, and it never fires."""
+
+    reason = StopReason.FORECAST_NO_GAIN
+
+    def active(self, s: "EarlyStopper") -> bool:
+        return s.max_epochs is not None
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        fit = s.forecast_fit()
+        if fit is None:
+            return False
+        sign = 1.0 if s.mode == "min" else -1.0
+        return fit.no_gain(sign * s.best, s.tolerance, s.confidence)
+
+
+class Patience(Criterion):
+    """Keras/Lightning: ``patience`` epochs without a ``min_delta`` gain, and not before
+    ``patience_increase`` x the last improvement's epoch. Off while ``patience`` is None."""
+
+    reason = StopReason.PATIENCE_EXHAUSTED
+
+    def active(self, s: "EarlyStopper") -> bool:
+        return s.patience is not None
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        return not improved and s.wait >= s.patience and not s._increase_waits(s.checks[-1][0])
+
+
+class Trend(Criterion):
+    """A Theil-Sen slope over the checks of the last ``window`` epochs (at least 3), projected
+    over ``patience`` epochs (``window`` when patience is off), gains no more than min_delta."""
+
+    reason = StopReason.TREND_FLAT
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        last = s.checks[-1][0]
+        if s.checks[0][0] > last - s.window + 1 or len(s.checks) < 3:
+            return False
+        from scipy.stats import theilslopes  # the stopper stays importable without scipy's load time
+
+        recent = [c for c in s.checks if c[0] > last - s.window]
+        recent = recent if len(recent) >= 3 else s.checks[-3:]
+        slope = theilslopes([c[1] for c in recent], [c[0] for c in recent]).slope
+        horizon = max(s.patience if s.patience is not None else s.window, 1)
+        projected = -slope * horizon if s.mode == "min" else slope * horizon
+        se = recent[-1][2]
+        return projected <= s._delta(s.best, se, se)
+
+
+class GeneralizationLoss(Criterion):
+    """Prechelt's GL_alpha: more than ``gl_alpha`` percent worse than the best."""
+
+    reason = StopReason.GENERALIZATION_LOSS
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        return s._generalization_loss(s.checks[-1][1]) > s.gl_alpha
+
+
+class ProgressQuotient(Criterion):
+    """Prechelt's PQ_alpha: GL over the progress of the strip before this check (which this
+    check must not inflate)."""
+
+    reason = StopReason.PROGRESS_QUOTIENT
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        epoch, value, _ = s.checks[-1]
+        if s.checks[0][0] > epoch - s.strip:
+            return False
+        strip = [v for e, v, _ in s.checks[:-1] if e >= epoch - s.strip] or [s.checks[-2][1]]
+        gl, progress = s._generalization_loss(value), s._progress(strip)
+        return gl > 0 and (progress == 0 or gl / progress > s.pq_alpha)
+
+
+class SuccessiveWorsening(Criterion):
+    """Prechelt's UP_s: the values at the ends of the last ``up_strips`` strips each got worse."""
+
+    reason = StopReason.SUCCESSIVE_WORSENING
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        epoch = s.checks[-1][0]
+        ends = [s._value_at(epoch - i * s.strip) for i in range(s.up_strips + 1)]
+        return None not in ends and all(s._gain(a, b) < 0 for a, b in zip(ends, ends[1:]))
+
+
+CRITERIA: dict[str, Criterion] = {"forecast": Forecast(), "patience": Patience(), "trend": Trend(),
+                                  "gl": GeneralizationLoss(), "pq": ProgressQuotient(), "up": SuccessiveWorsening()}
 AUTO_DELTA_SE = 1.0  # `min_delta: auto`: a gain counts when above the standard error of the difference
 DELTA_MODES = ("absolute", "relative", "se")
 DELTA_REFERENCES = ("improvement", "best")
@@ -64,6 +169,10 @@ class Check:
 class EarlyStopper:
     """Decides when to stop from the monitored metric; every length is counted in epochs.
 
+    The default rule is the budget-aware ``forecast`` (see ``Forecast``), which needs the budget
+    ``max_epochs``; ``patience`` (None: off) is Keras's rule beside it, and whichever fires
+    first stops the run, so a smaller patience never stops later.
+
     Checks need not come every epoch (``metrics.every``, or a time budget that spaces them by
     what validation costs on this hardware), so ``patience``, ``window`` and ``strip`` are
     epochs, as Keras counts patience: the same recipe stops at the same epoch on a laptop and
@@ -77,13 +186,17 @@ class EarlyStopper:
     ``start_from_epoch``); only a non-finite value stops the run there.
 
     ``patience_increase`` is the deeplearning.net tutorial's rule (Bengio 2012): after an
-    improvement at epoch e, wait at least until epoch ``patience_increase * e``. A GAN's quality
-    plateaus grow with training age (gains come at roughly even steps of log-epochs), so a fixed
-    patience that suits epoch 30 stops a run at epoch 90 in the middle of a plateau.
+    improvement at epoch e, wait at least until epoch ``patience_increase * e``.
     """
 
     mode: str = "min"
-    patience: int = 10
+    criteria: tuple[str, ...] = ("forecast", "patience")
+    combine: str = "any"
+    max_epochs: int | None = None  # the budget the forecast forecasts to
+    tolerance: float = 0.05  # forecast: the share of the metric given up to save the rest of the budget
+    confidence: float = 0.1  # forecast: stop once a gain beyond the tolerance is less likely than this
+    forecast_window: float = 0.5  # forecast: fit the checks of this latest share of the epochs so far
+    patience: int | None = None  # epochs without a min_delta gain; None: no patience rule
     patience_increase: float = 1.0  # patience: never stop before this many times the last improvement's epoch
     min_delta: float = 0.0
     min_delta_mode: str = "absolute"
@@ -93,8 +206,6 @@ class EarlyStopper:
     stopping_threshold: float | None = None
     divergence_threshold: float | None = None
     check_finite: bool = True
-    criteria: tuple[str, ...] = ("patience",)
-    combine: str = "any"
     window: int = 10  # trend: the slope is fitted on the checks of the last `window` epochs
     strip: int = 5  # pq and up: Prechelt's strip length k, in epochs
     gl_alpha: float = 5.0  # gl: stop when more than this many percent worse than the best
@@ -107,6 +218,8 @@ class EarlyStopper:
     stop_reason: str | None = field(default=None, init=False)
     stopped_epoch: int | None = field(default=None, init=False)
     checks: list[tuple[int, float, float | None]] = field(default_factory=list, init=False)  # monitored
+    curve: list[tuple[int, float, float | None]] = field(default_factory=list, init=False)  # every finite check
+    fits: Callable[[int], "Fit | None"] | None = field(default=None, init=False, repr=False)  # replay's cache, by len(curve)
     _reference: tuple[float, float | None] | None = field(default=None, init=False)  # value, its se
     _since: int = field(default=0, init=False)  # epoch of the last improvement; warm-up's end before one
 
@@ -122,25 +235,30 @@ class EarlyStopper:
             raise ValueError(f"criteria must be a non-empty list of {', '.join(CRITERIA)}, not {list(self.criteria)}")
         if self.combine not in ("any", "all"):
             raise ValueError(f"combine must be 'any' or 'all', not {self.combine!r}")
-        if self.patience < 0 or self.min_delta < 0 or self.warmup < 0:
+        if (self.patience is not None and self.patience < 0) or self.min_delta < 0 or self.warmup < 0:
             raise ValueError("patience, min_delta and warmup must be >= 0")
         if self.patience_increase < 1:
             raise ValueError("patience_increase must be >= 1 (1: a fixed patience)")
         if self.window < 3 or self.strip < 1 or self.up_strips < 1 or self.gl_alpha <= 0 or self.pq_alpha <= 0:
             raise ValueError("window must be >= 3, strip and up_strips >= 1, gl_alpha and pq_alpha > 0")
+        if not (0 <= self.tolerance < 1 and 0 < self.confidence < 1 and 0 < self.forecast_window <= 1):
+            raise ValueError("tolerance must be in [0, 1), confidence in (0, 1), forecast_window in (0, 1]")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError("max_epochs must be >= 1")
         if self.baseline is not None:
             self._reference = (self.baseline, 0.0)
         self._since = self.warmup
 
     @classmethod
-    def from_config(cls, config: object, mode: str) -> "EarlyStopper":
+    def from_config(cls, config: object, mode: str, max_epochs: int | None = None) -> "EarlyStopper":
         """The one place a stopper is built from a recipe's ``stopping`` section (trainer,
-        search, benchmark). ``min_delta: auto`` is AUTO_DELTA_SE standard errors."""
-        names = {f.name for f in dataclasses.fields(cls) if f.init} - {"mode"}
+        search, replay, public API); ``max_epochs`` is the budget the forecast looks to.
+        ``min_delta: auto`` is AUTO_DELTA_SE standard errors."""
+        names = {f.name for f in dataclasses.fields(cls) if f.init} - {"mode", "max_epochs"}
         options = {name: getattr(config, name) for name in names if hasattr(config, name)}
         if options.get("min_delta") == "auto":
             options.update(min_delta=AUTO_DELTA_SE, min_delta_mode="se")
-        return cls(mode=mode, **options)
+        return cls(mode=mode, max_epochs=max_epochs, **options)
 
     # ----- comparisons ---------------------------------------------------------------------
     def _better(self, a: float, b: float) -> bool:
@@ -166,24 +284,20 @@ class EarlyStopper:
         reference, reference_se = self._reference
         return self._gain(value, reference) > self._delta(reference, se, reference_se)
 
-    # ----- the criteria: each says, at the latest check, whether it wants to stop ----------
-    def _fires(self, criterion: str, improved: bool) -> bool:
-        epoch, value, _ = self.checks[-1]
-        if criterion == "patience":
-            return not improved and self.wait >= self.patience and not self._increase_waits(epoch)
-        if criterion == "trend":
-            return self._trend_flat()
-        if criterion == "gl":
-            return self._generalization_loss(value) > self.gl_alpha
-        if criterion == "pq":  # progress over the strip before this check, which it must not inflate
-            if self.checks[0][0] > epoch - self.strip:
-                return False
-            strip = [v for e, v, _ in self.checks[:-1] if e >= epoch - self.strip] or [self.checks[-2][1]]
-            gl, progress = self._generalization_loss(value), self._progress(strip)
-            return gl > 0 and (progress == 0 or gl / progress > self.pq_alpha)
-        # up: the values at the ends of the last up_strips strips each got worse
-        ends = [self._value_at(epoch - i * self.strip) for i in range(self.up_strips + 1)]
-        return None not in ends and all(self._gain(a, b) < 0 for a, b in zip(ends, ends[1:]))
+    # ----- what the criteria read ----------------------------------------------------------
+    def forecast_fit(self) -> "Fit | None":
+        """The curve forecast at the latest check, fitted on every finite check (warm-up ones too:
+        warm-up delays monitoring, not what the curve says); cached per curve by ``replay``."""
+        if self.fits is not None:
+            return self.fits(len(self.curve))
+        from ganstop.forecast import fit  # numpy/scipy load only where a forecast is asked for
+
+        sign = 1.0 if self.mode == "min" else -1.0
+        epochs = [c[0] for c in self.curve]
+        values = [sign * c[1] for c in self.curve]
+        ses = [c[2] for c in self.curve]
+        se = None if any(v is None for v in ses) else ses
+        return fit(epochs, values, self.max_epochs, self.forecast_window, se)
 
     def _increase_waits(self, epoch: int) -> bool:
         """``patience_increase``: the last improvement (none yet: no extra wait, as with an unbeaten
@@ -205,22 +319,6 @@ class EarlyStopper:
         best = min(strip) if self.mode == "min" else max(strip)
         return 1000 * abs(statistics.fmean(strip) - best) / max(abs(best), 1e-12)
 
-    def _trend_flat(self) -> bool:
-        """Theil-Sen slope over the checks of the last ``window`` epochs (at least 3 checks),
-        projected over ``patience`` more epochs."""
-        last = self.checks[-1][0]
-        if self.checks[0][0] > last - self.window + 1 or len(self.checks) < 3:
-            return False
-        from scipy.stats import theilslopes  # the stopper stays importable without scipy's load time
-
-        recent = [c for c in self.checks if c[0] > last - self.window]
-        recent = recent if len(recent) >= 3 else self.checks[-3:]
-        slope = theilslopes([c[1] for c in recent], [c[0] for c in recent]).slope
-        horizon = max(self.patience, 1)
-        projected = -slope * horizon if self.mode == "min" else slope * horizon
-        se = recent[-1][2]
-        return projected <= self._delta(self.best, se, se)
-
     # ----- the state machine ---------------------------------------------------------------
     @property
     def stopped(self) -> bool:
@@ -238,6 +336,7 @@ class EarlyStopper:
         if not math.isfinite(value):
             reason = self._halt(epoch, StopReason.NON_FINITE_METRIC) if self.check_finite else None
             return Check(is_best=False, improved=False, stop=reason)
+        self.curve.append((epoch, value, se))
         if epoch <= self.warmup:
             return Check(is_best=False, improved=False, stop=None)
 
@@ -259,8 +358,9 @@ class EarlyStopper:
         elif self.divergence_threshold is not None and self._better(self.divergence_threshold, value):
             stop = StopReason.DIVERGENCE_THRESHOLD.value
         else:
-            fired = [CRITERIA[c].value for c in self.criteria if self._fires(c, improved)]
-            if fired and (self.combine == "any" or len(fired) == len(self.criteria)):
+            rules = [CRITERIA[c] for c in self.criteria if CRITERIA[c].active(self)]
+            fired = [rule.reason.value for rule in rules if rule.fires(self, improved)]
+            if fired and (self.combine == "any" or len(fired) == len(rules)):
                 stop = "+".join(fired)
         return Check(is_best, improved, self._halt(epoch, stop) if stop else None)
 
@@ -274,9 +374,13 @@ class EarlyStopper:
         """The epoch budget ran out before any criterion fired."""
         return self._halt(epoch, StopReason.MAX_EPOCHS)
 
-    def replay(self, checks: Iterable[tuple[int, float, float | None]], last_epoch: int) -> "EarlyStopper":
-        """Run over recorded ``(epoch, value, se)`` checks as training would have; the budget
-        ends at ``last_epoch``. The benchmark scores policies on cached curves with this."""
+    def replay(self, checks: Iterable[tuple[int, float, float | None]], last_epoch: int,
+               fits: Callable[[int], "Fit | None"] | None = None) -> "EarlyStopper":
+        """Run over recorded ``(epoch, value, se)`` checks as training would have and return
+        self, with ``stopped_epoch`` and ``best_epoch`` set; the curve ends at ``last_epoch``
+        (stopped there by ``max_epochs`` when nothing fired). ``fits(n)``, where given, is the
+        forecast after the first n monitored checks (``ganstop.replay`` caches them per curve)."""
+        self.fits = fits
         for epoch, value, se in checks:
             if self.update(epoch, value, se).stop:
                 return self
@@ -291,6 +395,7 @@ class EarlyStopper:
             "since": self._since,
             "reference": list(self._reference) if self._reference else None,
             "checks": [list(c) for c in self.checks],
+            "curve": [list(c) for c in self.curve],
             "stop_reason": self.stop_reason,
             "stopped_epoch": self.stopped_epoch,
         }
@@ -300,5 +405,6 @@ class EarlyStopper:
         reference = state["reference"]
         self._reference = (reference, None) if isinstance(reference, float) else tuple(reference) if reference else None
         self.checks = [tuple(c) for c in state.get("checks", [])]  # absent in checkpoints of ganstop 0.1
+        self.curve = [tuple(c) for c in state.get("curve", self.checks)]  # before the forecast: the monitored ones
         self._since = state.get("since", self.checks[-1][0] - self.wait if self.checks else self.warmup)
         self.stop_reason, self.stopped_epoch = state["stop_reason"], state["stopped_epoch"]

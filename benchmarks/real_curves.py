@@ -1,0 +1,186 @@
+"""Stopping policies replayed on real GAN trainings' FID curves and on ganstop's own long curves.
+
+Real curves: every file in ``benchmarks/curves/`` (PyTorch-StudioGAN's published training logs,
+each file with its source line): check i is epoch i and the budget is the log's length, as the
+log's own run had it. The default stopper's parameters were chosen on the even-indexed curves of
+each file (a split fixed in file order before looking); the odd-indexed ones are reported apart
+as held out, and so is the issue's set, the 30 CIFAR-10 curves.
+
+Own curves: digits trained to 3x its budget (450 epochs) and the 2D recipes to their own budget
+(their LRs anneal to the last epoch, so they are reported apart), a check every epoch, seeds
+0-4 (no choice was made on them), cached by ``early_stopping.curve``.
+
+Policies: the default (``StoppingConfig()``), each recipe's own stopping section, Lightning-style
+patience 3/5/10/20/30 (min_delta 0, no warm-up), Prechelt's GL5/PQ0.75/UP3, the default at other
+tolerances (the plot's line), and the hindsight oracle (the first check within 5% of the run's
+best ever). Per policy: runs within 5% and 2% of the best ever, mean and median share of the
+budget used, and the worst gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+from _report import ROOT, write
+
+from ganstop import recipe as rc
+from ganstop.replay import Curve, Outcome, load_curves, replay, summarize
+
+CURVES = ROOT / "benchmarks" / "curves"
+PLOT = ROOT / "docs" / "stopper_tradeoff.png"
+RECIPES = ["digits-dcgan", "ring8-mlp", "grid25-mlp"]
+TOLERANCES = (0.01, 0.02, 0.05, 0.1, 0.2)
+LIGHTNING = (3, 5, 10, 20, 30)
+
+
+def policies() -> dict[str, rc.StoppingConfig | None]:
+    """Name -> stopping section; None is the hindsight oracle."""
+    default = rc.StoppingConfig()
+    out: dict[str, rc.StoppingConfig | None] = {"default": default}
+    for name in RECIPES:
+        out[f"own: {name}"] = rc.load(name).stopping
+    for patience in LIGHTNING:
+        out[f"lightning p{patience}"] = rc.StoppingConfig(criteria=["patience"], patience=patience)
+    out["prechelt gl5"] = rc.StoppingConfig(criteria=["gl"], gl_alpha=5.0)
+    out["prechelt pq0.75"] = rc.StoppingConfig(criteria=["pq"], pq_alpha=0.75)
+    out["prechelt up3"] = rc.StoppingConfig(criteria=["up"], up_strips=3)
+    for tolerance in TOLERANCES:
+        if tolerance != default.tolerance:
+            out[f"default, tolerance {tolerance:g}"] = default.model_copy(update={"tolerance": tolerance})
+    out["hindsight oracle"] = None
+    return out
+
+
+def oracle(curve: Curve) -> Outcome:
+    epoch = curve.oracle()
+    best = min((v for e, v, _ in curve.checks if e <= epoch), key=lambda v: curve.gap(v))
+    return Outcome(curve.name, epoch, epoch, best, curve.gap(best), epoch / curve.budget, "hindsight", False)
+
+
+def score(curves: list[Curve], config: rc.StoppingConfig | None) -> dict[str, float]:
+    return summarize([oracle(c) if config is None else replay(c, config) for c in curves])
+
+
+def table(title: str, curves: list[Curve], names: dict[str, rc.StoppingConfig | None]) -> tuple[list[str], dict]:
+    scores = {name: score(curves, config) for name, config in names.items()}
+    lines = [f"{title} ({len(curves)} runs):", "",
+             "| policy | within 5% | within 2% | budget used (mean) | budget used (median) | worst gap |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, s in scores.items():
+        lines.append(f"| {name} | {s['within5']}/{s['runs']} | {s['within2']}/{s['runs']} | {s['compute_mean']:.0%} | "
+                     f"{s['compute_median']:.0%} | {s['gap_max']:+.1%} |")
+    return lines + [""], scores
+
+
+def dominated(scores: dict[str, dict]) -> int:
+    """1 when some Lightning setting has more runs within 5% and less compute than the default."""
+    own = scores["default"]
+    return int(any(s["within5"] > own["within5"] and s["compute_mean"] < own["compute_mean"]
+                   for name, s in scores.items() if name.startswith("lightning")))
+
+
+def own_curves(seeds: list[int]) -> dict[str, list[Curve]]:
+    """digits at 3x its budget and the 2D recipes at theirs: recipe -> curves (trained once, cached)."""
+    from early_stopping import curve
+
+    out: dict[str, list[Curve]] = {}
+    for name in RECIPES:
+        scale = 3.0 if name == "digits-dcgan" else 1.0
+        for seed in seeds:
+            run = curve(name, seed, scale)
+            monitor = run["monitor"]
+            checks = [(h["epoch"], h[monitor], h.get(f"{monitor}_se")) for h in run["history"] if monitor in h]
+            out.setdefault(name, []).append(Curve(f"{name} seed {seed}", checks, run["max_epochs"], run["mode"]))
+    return out
+
+
+def plot(scores: dict[str, dict], path: Path) -> None:
+    """Compute used against quality kept: the default's tolerances as a line, Lightning as points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = scores["default"]["runs"]
+    tol = sorted(((s["compute_mean"], s["within5"] / runs, name) for name, s in scores.items()
+                  if name == "default" or name.startswith("default, tolerance")))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([t[0] for t in tol], [t[1] for t in tol], "o-", label="forecast (ganstop default), by tolerance")
+    for x, y, name in tol:
+        ax.annotate(name.replace("default, tolerance ", "").replace("default", "0.05 (default)"), (x, y),
+                    textcoords="offset points", xytext=(4, -10), fontsize=8)
+    light = [(s["compute_mean"], s["within5"] / runs, name) for name, s in scores.items() if name.startswith("lightning")]
+    ax.plot([p[0] for p in light], [p[1] for p in light], "s", label="Lightning EarlyStopping, patience 3-30")
+    for x, y, name in light:
+        ax.annotate(name.replace("lightning ", ""), (x, y), textcoords="offset points", xytext=(4, 2), fontsize=8)
+    hind = scores["hindsight oracle"]
+    ax.plot([hind["compute_mean"]], [hind["within5"] / runs], "*", markersize=12, label="hindsight")
+    ax.set_xlabel("mean share of the budget used")
+    ax.set_ylabel("runs within 5% of their best FID")
+    ax.set_title(f"{runs} real GAN trainings (PyTorch-StudioGAN logs)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of ganstop's own curves")
+    parser.add_argument("--no-own", action="store_true", help="real curves only (ganstop's own curves train for an hour)")
+    parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    args = parser.parse_args()
+
+    names = policies()
+    sources, chosen, held, cifar = [], [], [], []
+    for path in sorted(CURVES.glob("*.json")):
+        source, curves = load_curves(path)
+        sources.append(f"- `{path.relative_to(ROOT)}` ({len(curves)} curves): {source}")
+        chosen += curves[0::2]
+        held += curves[1::2]
+        cifar += [c for c in curves if c.name.startswith("CIFAR10/")]
+    everything = chosen + held
+    lines = ["Real curves:", "", *sources, ""]
+    section, cifar_scores = table("The issue's set: the 30 CIFAR-10 curves", cifar, names)
+    lines += section
+    section, all_scores = table("Every real curve", everything, names)
+    lines += section
+    section, held_scores = table("Held out: the odd-indexed curves of each file (no choice made on them)", held, names)
+    lines += section
+    section, _ = table("Chosen on: the even-indexed curves", chosen, names)
+    lines += section
+    plot(all_scores, PLOT)
+    lines += [f"![compute against quality]({PLOT.relative_to(ROOT / 'docs')})", ""]
+    result = {"real_within5": cifar_scores["default"]["within5"], "real_runs": cifar_scores["default"]["runs"],
+              "real_compute_mean": cifar_scores["default"]["compute_mean"],
+              "all_within5": all_scores["default"]["within5"], "all_runs": all_scores["default"]["runs"],
+              "all_compute_mean": all_scores["default"]["compute_mean"],
+              "held_within5": held_scores["default"]["within5"], "held_runs": held_scores["default"]["runs"],
+              "held_compute_mean": held_scores["default"]["compute_mean"],
+              "dominated_by_lightning": max(dominated(cifar_scores), dominated(all_scores))}
+    if not args.no_own:
+        own = own_curves(args.seeds)
+        for name, curves in own.items():
+            section, scores = table(f"ganstop's own: {name} at {'3x' if name == 'digits-dcgan' else '1x'} its budget, "
+                                    f"seeds {', '.join(map(str, args.seeds))}", curves, names)
+            lines += section
+            per_run = [replay(c, rc.load(name).stopping) for c in curves]
+            lines += [f"{name}, its own stopper per run: " + "; ".join(
+                f"seed {c.name.split()[-1]}: stopped {o.stopped_epoch}/{c.budget}, best at {o.best_epoch} "
+                f"(hindsight {c.oracle()}), gap {o.gap:+.1%}" for c, o in zip(curves, per_run)), ""]
+            if name == "digits-dcgan":
+                result["own_within5"], result["own_runs"] = scores["default"]["within5"], scores["default"]["runs"]
+                result["own_compute_median"] = scores["default"]["compute_median"]
+    print("\n".join(lines))
+    if args.no_report:
+        print("RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    else:
+        print(write("Stopping on real GAN curves: the forecast against Lightning, Prechelt and hindsight", lines, result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Stopping rules replayed on recorded curves: the benchmark, the tests and the replay search.
+
+A stopping rule does not change training before its stop, so a curve recorded to its budget
+scores any rule exactly. ``Curve`` is one recorded run; ``replay`` runs a recipe's stopping
+section over it with the same ``EarlyStopper.from_config`` that training uses; ``summarize``
+gives the numbers every report shares. The forecast's curve fits depend on the checks, the
+window but not on the tolerance or the warm-up, so they are cached per curve: a search that
+replays a thousand settings fits each curve prefix once.
+
+Censoring: a run that its own stopper ended early (``censored``) is known only up to its last
+check. A rule that has not stopped by then is scored as stopping there, with the best it saw:
+what it would have done later is unknown, so it gains and pays nothing past the record.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ganstop.forecast import Fit, fit
+from ganstop.stopping import EarlyStopper, StopReason
+
+WITHIN = (0.05, 0.02)  # the quality bands every report counts
+
+
+@dataclass
+class Curve:
+    """One run's monitored metric at its checks, ``(epoch, value, se or None)``, epochs from 1."""
+
+    name: str
+    checks: list[tuple[int, float, float | None]]
+    budget: int  # the epoch the run's budget ends at
+    mode: str = "min"
+    censored: bool = False  # ended by its own stopper before the budget: nothing known past the last check
+    _fits: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def best_ever(self) -> float:
+        values = [v for _, v, _ in self.checks]
+        return min(values) if self.mode == "min" else max(values)
+
+    def gap(self, value: float | None) -> float:
+        """How much worse ``value`` is than the curve's best ever, as a share of it."""
+        if value is None:
+            return float("inf")
+        sign = 1 if self.mode == "min" else -1
+        return sign * (value - self.best_ever) / max(abs(self.best_ever), 1e-12)
+
+    def oracle(self, within: float = WITHIN[0]) -> int:
+        """Hindsight: the first epoch whose best so far is within ``within`` of the best ever."""
+        running = None
+        for epoch, value, _ in self.checks:
+            running = value if running is None or self.gap(value) < self.gap(running) else running
+            if self.gap(running) <= within:
+                return epoch
+        return self.checks[-1][0]
+
+    def fits(self, window: float):
+        """``n -> the forecast after the first n finite checks``, cached for this curve."""
+        if window not in self._fits:
+            sign = 1.0 if self.mode == "min" else -1.0
+            finite = [c for c in self.checks if math.isfinite(c[1])]
+            epochs = np.array([c[0] for c in finite], float)
+            values = sign * np.array([c[1] for c in finite], float)
+            ses = None if any(c[2] is None for c in finite) else np.array([c[2] for c in finite], float)
+            cache: dict[int, Fit | None] = {}
+
+            def at(n: int) -> Fit | None:
+                if n not in cache:
+                    cache[n] = fit(epochs[:n], values[:n], self.budget, window, None if ses is None else ses[:n])
+                return cache[n]
+
+            self._fits[window] = at
+        return self._fits[window]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    curve: str
+    stopped_epoch: int
+    best_epoch: int | None
+    best: float | None
+    gap: float  # the kept best against the best ever, as a share of it
+    share: float  # the share of the budget used
+    reason: str
+    censored: bool  # reached the end of a censored record without stopping
+
+
+def replay(curve: Curve, config: object, fast: bool = True) -> Outcome:
+    """The stopping section ``config`` (a ``recipe.StoppingConfig`` or anything with its fields)
+    replayed over ``curve``; ``fast`` reuses the curve's cached forecast fits."""
+    stopper = EarlyStopper.from_config(config, curve.mode, max_epochs=curve.budget)
+    fits = curve.fits(stopper.forecast_window) if fast else None
+    stopper.replay(curve.checks, curve.checks[-1][0] if curve.censored else curve.budget, fits=fits)
+    cut = curve.censored and stopper.stop_reason == StopReason.MAX_EPOCHS
+    best_epoch, best = stopper.best_epoch, stopper.best
+    if best is None:  # a warm-up longer than this record monitored nothing: the run ends with its last check
+        best_epoch, best = next((e, v) for e, v, _ in reversed(curve.checks) if e <= stopper.stopped_epoch)
+    return Outcome(curve.name, stopper.stopped_epoch, best_epoch, best, curve.gap(best),
+                   stopper.stopped_epoch / curve.budget, stopper.stop_reason, cut)
+
+
+def summarize(outcomes: list[Outcome]) -> dict[str, float]:
+    """Runs within each quality band, the mean and median share of the budget used, the worst gap."""
+    shares = [o.share for o in outcomes]
+    out = {f"within{round(w * 100)}": sum(o.gap <= w + 1e-12 for o in outcomes) for w in WITHIN}
+    return {**out, "runs": len(outcomes), "compute_mean": statistics.fmean(shares),
+            "compute_median": statistics.median(shares), "gap_max": max(o.gap for o in outcomes)}
+
+
+def load_curves(path: Path | str) -> tuple[str, list[Curve]]:
+    """A curve file (``benchmarks/curves/*.json``): its source line, and each log as a Curve
+    whose check i is epoch i and whose budget is the log's length, as the log's own run had."""
+    data = json.loads(Path(path).read_text())
+    curves = []
+    for name, entry in data["curves"].items():
+        values = [float(v) for _, v in entry["checks"]]
+        curves.append(Curve(name, [(i, v, None) for i, v in enumerate(values, start=1)], len(values),
+                            entry.get("mode", "min")))
+    return data["source"], curves

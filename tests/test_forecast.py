@@ -1,0 +1,162 @@
+"""The budget-aware forecast criterion, pinned on hand-made curves and on real ones."""
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ganstop import recipe as rc
+from ganstop.forecast import fit, noise
+from ganstop.replay import Curve, load_curves, replay
+from ganstop.stopping import EarlyStopper, StopReason
+
+CIFAR = Path(__file__).resolve().parents[1] / "benchmarks" / "curves" / "studiogan-cifar10.json"
+
+
+def default(budget: int, mode: str = "min", **options) -> EarlyStopper:
+    return EarlyStopper.from_config(rc.StoppingConfig(**options), mode, max_epochs=budget)
+
+
+def checks_of(values, every: int = 1):
+    return [(epoch, value, None) for epoch, value in zip(range(every, every * len(values) + 1, every), values)]
+
+
+def saturating(u: float) -> float:  # FID-like: falls fast, levels off at 10
+    return 10 + 30 * math.exp(-u / 0.12)
+
+
+def test_a_saturating_curve_stops_once_the_remaining_gain_is_below_the_tolerance():
+    rng = random.Random(0)
+    budget = 200
+    values = [saturating(e / budget) * (1 + rng.gauss(0, 0.005)) for e in range(1, budget + 1)]
+    stopper = default(budget).replay(checks_of(values), last_epoch=budget)
+    assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN
+    stop = stopper.stopped_epoch
+    remaining = (saturating(stop / budget) - saturating(1.0)) / saturating(1.0)
+    assert remaining < 0.05 and stop < 0.85 * budget  # gave back a part of the budget, kept within 5%
+    first_within = next(e for e in range(1, budget + 1) if saturating(e / budget) <= 1.05 * saturating(1.0))
+    assert stop >= first_within  # and not before the gain had run out
+    assert stopper.best <= 1.05 * min(values)
+
+
+def test_a_curve_still_falling_steeply_at_the_end_does_not_stop():
+    rng = random.Random(1)
+    values = [100 - 0.4 * e + rng.gauss(0, 0.5) for e in range(1, 201)]
+    stopper = default(200).replay(checks_of(values), last_epoch=200)
+    assert stopper.stop_reason == StopReason.MAX_EPOCHS and stopper.best_epoch > 190
+
+
+def test_a_curve_that_turns_up_stops_soon_after_the_turn_and_keeps_the_minimum():
+    rng = random.Random(2)
+    curve = [40 - 0.5 * e if e <= 60 else 10 + 0.8 * (e - 60) for e in range(1, 401)]  # collapse at epoch 60
+    values = [v + rng.gauss(0, 0.3) for v in curve]
+    stopper = default(400).replay(checks_of(values), last_epoch=400)
+    assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN
+    assert 60 < stopper.stopped_epoch <= 75  # within a quarter of the best's age, long before the budget
+    assert abs(stopper.best_epoch - 60) <= 2 and stopper.best == min(values[:stopper.stopped_epoch])
+
+
+def test_an_early_collapse_stops_before_a_tenth_of_the_budget():
+    values = [100 - 8 * e for e in range(1, 8)] + [200.0 + e for e in range(1, 494)]
+    stopper = default(500).replay(checks_of(values), last_epoch=500)
+    assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN and stopper.stopped_epoch < 20
+    assert stopper.best_epoch == 7
+
+
+def test_a_flat_noisy_curve_stops_early():
+    rng = random.Random(3)
+    values = [20 + rng.gauss(0, 0.5) for _ in range(200)]
+    stopper = default(200).replay(checks_of(values), last_epoch=200)
+    assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN and stopper.stopped_epoch <= 30
+
+
+def test_an_early_plateau_of_a_long_budget_is_not_a_reason_to_stop():
+    # digits-like: a dozen flat epochs at 3% of the budget, then FID halves
+    values = [800 / e for e in range(1, 10)] + [88.0] * 12 + [88 - 40 * (1 - math.exp(-(e - 21) / 150)) for e in range(22, 451)]
+    stopper = default(450).replay(checks_of(values), last_epoch=450)
+    assert stopper.stopped_epoch > 45
+
+
+@pytest.mark.parametrize("shape", ["saturating", "turning"])
+def test_the_stop_is_at_the_same_share_of_the_budget_whatever_the_budget_and_spacing(shape):
+    def f(u: float) -> float:
+        return saturating(u) if shape == "saturating" else 40 - 100 * u if u <= 0.3 else 10 + 60 * (u - 0.3)
+
+    shares = {}
+    for budget, every in ((50, 1), (200, 1), (500, 1), (200, 4), (500, 4)):
+        values = [f(e / budget) for e in range(every, budget + 1, every)]
+        stopper = default(budget).replay(checks_of(values, every), last_epoch=budget)
+        shares[budget, every] = (stopper.stopped_epoch / budget, every / budget)
+    for a, (share_a, step_a) in shares.items():
+        for b, (share_b, step_b) in shares.items():
+            assert abs(share_a - share_b) <= max(step_a, step_b) + 1e-9, (a, b, shares)
+
+
+def test_maximized_metrics_forecast_as_their_mirror_image():
+    rng = random.Random(4)
+    values = [saturating(e / 120) + rng.gauss(0, 0.2) for e in range(1, 121)]
+    low = default(120).replay(checks_of(values), last_epoch=120)
+    high = default(120, mode="max").replay(checks_of([-v for v in values]), last_epoch=120)
+    assert (low.stopped_epoch, low.best_epoch) == (high.stopped_epoch, high.best_epoch)
+
+
+def test_the_noise_is_read_off_the_curve_robustly():
+    rng = np.random.default_rng(5)
+    trend = np.linspace(50, 10, 400)
+    values = trend + rng.normal(0, 1.0, 400)
+    assert noise(values) == pytest.approx(1.0, rel=0.15)  # the trend does not count as noise
+    values[200:] += 30  # a step: one outlying difference
+    assert noise(values) == pytest.approx(1.0, rel=0.15)
+
+
+def test_a_logged_standard_error_is_a_floor_under_the_curve_noise():
+    epochs = np.arange(1, 41, dtype=float)
+    values = 20 + 5 * np.exp(-epochs / 10)
+    quiet, loud = fit(epochs, values, 100), fit(epochs, values, 100, se=np.full(40, 2.0))
+    assert loud.noise == pytest.approx(2.0) and loud.noise > quiet.noise
+    assert fit(epochs[:4], values[:4], 100) is None  # too few checks to forecast
+
+
+def test_without_a_budget_the_forecast_never_fires_and_patience_is_keras():
+    stopper = EarlyStopper(mode="min", patience=3)  # no max_epochs: nothing to forecast to
+    values = [20.0] * 50
+    assert stopper.replay(checks_of(values), last_epoch=50).stopped_epoch == 4
+    assert EarlyStopper(mode="min").replay(checks_of(values), last_epoch=50).stop_reason == StopReason.MAX_EPOCHS
+
+
+def test_the_default_stopper_from_the_public_api():
+    stopper = EarlyStopper.from_config(rc.StoppingConfig(), mode="min", max_epochs=100)
+    assert stopper.criteria == ("forecast", "patience") and stopper.patience is None
+    assert (stopper.tolerance, stopper.confidence, stopper.max_epochs) == (0.05, 0.1, 100)
+    rng = random.Random(6)
+    values = [(epoch, 20 + rng.gauss(0, 0.5), None) for epoch in range(1, 101)]
+    replayed = stopper.replay(values, last_epoch=100)
+    assert replayed is stopper and replayed.stopped_epoch < 100 and replayed.best_epoch <= replayed.stopped_epoch
+
+
+def test_cached_fits_decide_exactly_as_the_live_stopper():
+    _, curves = load_curves(CIFAR)
+    config = rc.StoppingConfig(warmup=2, patience=15)
+    for curve in curves:
+        fresh = Curve(curve.name, curve.checks, curve.budget)
+        assert replay(fresh, config, fast=True) == replay(fresh, config, fast=False), curve.name
+
+
+def test_a_smaller_patience_never_stops_later_on_real_curves():
+    _, curves = load_curves(CIFAR)
+    rng = random.Random(7)
+    noisy = Curve("noisy", checks_of([30 - 10 * (1 - math.exp(-e / 40)) + rng.gauss(0, 0.8) for e in range(1, 151)]), 150)
+    for curve in [noisy, *curves]:
+        stops = [replay(curve, rc.StoppingConfig(patience=p)).stopped_epoch for p in (0, 1, 3, 5, 10, 30, 100, None)]
+        assert stops == sorted(stops), (curve.name, stops)
+        assert len(set(stops)) > 1 or curve is not noisy
+
+
+def test_forecast_options_are_checked():
+    for options in ({"tolerance": 1.0}, {"confidence": 0.0}, {"forecast_window": 0.0}):
+        with pytest.raises(ValueError):
+            EarlyStopper(**options)
+    with pytest.raises(rc.RecipeError, match="stopping.tolerance must be a share of the metric"):
+        rc.load(None, [("stopping.tolerance", 1.5)])

@@ -1,0 +1,77 @@
+"""Stopper search by replay: finished runs' curves in, the best stopping section out, nothing trained."""
+
+import time
+from pathlib import Path
+
+import mlflow
+import yaml
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+from conftest import invoke
+from ganstop import recipe as rc
+from ganstop.replay import Curve, load_curves, replay
+
+CIFAR = Path(__file__).resolve().parents[1] / "benchmarks" / "curves" / "studiogan-cifar10.json"
+
+
+def log_curves(experiment: str, cut: int = 2) -> list[str]:
+    """Twelve real FID curves as finished ganstop-like runs; the last ``cut`` end at 60% of their budget."""
+    client = MlflowClient()
+    experiment_id = client.create_experiment(experiment)
+    _, curves = load_curves(CIFAR)
+    ids, now = [], int(time.time() * 1000)
+    for i, curve in enumerate(curves[:12]):
+        run = client.create_run(experiment_id)
+        checks = curve.checks[: int(0.6 * curve.budget)] if i >= 12 - cut else curve.checks
+        client.log_batch(run.info.run_id, params=[Param("train.max_epochs", str(curve.budget)), Param("mode", "min")],
+                         metrics=[Metric("fid", value, now, epoch) for epoch, value, _ in checks])
+        client.set_terminated(run.info.run_id)
+        ids.append(run.info.run_id)
+    return ids
+
+
+def test_replay_searches_the_stopping_space_and_logs_the_best_section(tracking, capsys):
+    ids = log_curves("finished")
+    code, out, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-experiment", "finished", "--n-trials", "30",
+                             "--sampler-seed", "0"], capsys)
+    assert code == 0, err
+    assert "replayed 30 stopping settings on 12 curves (2 censored)" in out
+    client = MlflowClient()
+    [run] = [r for r in client.search_runs([client.get_experiment_by_name("finished").experiment_id])
+             if r.info.run_id not in ids]
+    assert run.data.tags["ganstop.role"] == "replay" and run.data.params["n_censored"] == "2"
+    assert run.data.metrics["best_value"] <= run.data.metrics["recipe_value"]  # the recipe's own setting is trial 0
+    folder = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="replay"))
+    assert {"stopping.yaml", "trials.csv", "pareto.png"} <= {p.name for p in folder.iterdir()}
+    section = yaml.safe_load((folder / "stopping.yaml").read_text())["stopping"]
+    assert set(section) == {"tolerance", "confidence", "patience", "min_delta", "warmup"}
+    best = rc.load("digits-dcgan", [(f"stopping.{k}", v) for k, v in section.items()])  # a valid recipe snippet
+    assert best.stopping.tolerance == section["tolerance"]
+
+
+def test_replay_needs_curves_and_says_so_in_one_line(tracking, capsys):
+    code, _, err = invoke(["replay", "--recipe", "digits-dcgan"], capsys)
+    assert code == 2 and "--from-experiment, --from-study or --from-run" in err and len(err.strip().splitlines()) == 1
+    MlflowClient().create_experiment("empty")
+    code, _, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-experiment", "empty"], capsys)
+    assert code == 2 and "no finished run in experiment 'empty' logged fid" in err
+    code, _, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-experiment", "nope"], capsys)
+    assert code == 2 and "no MLflow experiment named 'nope'" in err
+
+
+def test_a_censored_run_is_scored_where_its_record_ends():
+    checks = [(epoch, 50 - epoch, None) for epoch in range(1, 31)]  # still improving when its own stopper ended it
+    censored = Curve("cut", checks, budget=100, censored=True)
+    never = rc.StoppingConfig(criteria=["patience"])  # patience off: this rule never stops by itself
+    outcome = replay(censored, never)
+    assert outcome.censored and outcome.stopped_epoch == 30 and outcome.share == 0.3 and outcome.best == 20
+    early = replay(censored, rc.StoppingConfig(criteria=["patience"], patience=0, min_delta=5.0))
+    assert not early.censored and early.stopped_epoch < 30  # a rule that stops inside the record is scored as usual
+
+
+def test_every_shipped_curve_file_names_its_source_and_reads_as_curves():
+    for path in sorted(CIFAR.parent.glob("*.json")):
+        source, curves = load_curves(path)
+        assert "PyTorch-StudioGAN" in source and "commit" in source, path.name
+        assert curves and all(c.budget == len(c.checks) >= 8 and c.mode == "min" for c in curves), path.name
