@@ -67,12 +67,11 @@ class Curve:
             finite = [c for c in self.checks if math.isfinite(c[1])]
             epochs = np.array([c[0] for c in finite], float)
             values = sign * np.array([c[1] for c in finite], float)
-            ses = None if any(c[2] is None for c in finite) else np.array([c[2] for c in finite], float)
             cache: dict[int, Fit | None] = {}
 
             def at(n: int) -> Fit | None:
                 if n not in cache:
-                    cache[n] = fit(epochs[:n], values[:n], self.budget, window, None if ses is None else ses[:n])
+                    cache[n] = fit(epochs[:n], values[:n], self.budget, window)
                 return cache[n]
 
             self._fits[window] = at

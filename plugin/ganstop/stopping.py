@@ -17,14 +17,20 @@ samples): a gain only counts when it is larger than the noise of the two values 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
+from bisect import bisect_left, bisect_right
 from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable
 
 if TYPE_CHECKING:
     from ganstop.forecast import Fit
+
+
+def _epoch(check: tuple[int, float, float | None]) -> int:
+    return check[0]
 
 
 def better(a: float, b: float, mode: str) -> bool:
@@ -64,8 +70,10 @@ class Forecast(Criterion):
     """Budget-aware: P(the rest of the budget beats the best by more than ``tolerance`` x |best|)
     fell below ``confidence``, by the curve ensemble of ``ganstop.forecast``. A curve that turned
     (rose from its best by more than its noise) forecasts no gain and stops; a curve still falling
-    steeply forecasts one and goes on. Needs ``max_epochs``: without a budget there is nothing to
-    forecast to, and it never fires."""
+    steeply forecasts one and goes on. What was seen outranks what is forecast: a best that gained
+    more than the tolerance over the forecast window (epochs t/2..t) means the run is still
+    learning, whatever the fit says (digits' FID falls in steps between long wobbling plateaus).
+    Needs ``max_epochs``: without a budget there is nothing to forecast to, and it never fires."""
 
     reason = StopReason.FORECAST_NO_GAIN
 
@@ -76,8 +84,17 @@ class Forecast(Criterion):
         fit = s.forecast_fit()
         if fit is None:
             return False
-        sign = 1.0 if s.mode == "min" else -1.0
-        return fit.no_gain(sign * s.best, s.tolerance, s.confidence)
+        from ganstop.forecast import EARLIEST, TURN_SHARE
+
+        sign, epoch = (1.0 if s.mode == "min" else -1.0), s.checks[-1][0]
+        after_best = bisect_right(s.checks, s.best_epoch, key=_epoch)
+        recent = max(after_best, min(bisect_left(s.checks, (1 - TURN_SHARE) * epoch, key=_epoch), len(s.checks) - 3))
+        if fit.turned([sign * c[1] for c in s.checks[recent:]], sign * s.best, s.tolerance):
+            return True
+
+        if fit.p_gain(sign * s.best, s.tolerance) >= s.confidence:
+            return False
+        return fit.share >= EARLIEST and not s._still_learning()
 
 
 class Patience(Criterion):
@@ -194,7 +211,7 @@ class EarlyStopper:
     combine: str = "any"
     max_epochs: int | None = None  # the budget the forecast forecasts to
     tolerance: float = 0.05  # forecast: the share of the metric given up to save the rest of the budget
-    confidence: float = 0.1  # forecast: stop once a gain beyond the tolerance is less likely than this
+    confidence: float = 0.05  # forecast: stop once a gain beyond the tolerance is less likely than this
     forecast_window: float = 0.5  # forecast: fit the checks of this latest share of the epochs so far
     patience: int | None = None  # epochs without a min_delta gain; None: no patience rule
     patience_increase: float = 1.0  # patience: never stop before this many times the last improvement's epoch
@@ -222,6 +239,7 @@ class EarlyStopper:
     fits: Callable[[int], "Fit | None"] | None = field(default=None, init=False, repr=False)  # replay's cache, by len(curve)
     _reference: tuple[float, float | None] | None = field(default=None, init=False)  # value, its se
     _since: int = field(default=0, init=False)  # epoch of the last improvement; warm-up's end before one
+    _best_so_far: list[float] = field(default_factory=list, init=False, repr=False)  # aligned with checks
 
     def __post_init__(self) -> None:
         self.criteria = tuple(self.criteria)
@@ -295,9 +313,15 @@ class EarlyStopper:
         sign = 1.0 if self.mode == "min" else -1.0
         epochs = [c[0] for c in self.curve]
         values = [sign * c[1] for c in self.curve]
-        ses = [c[2] for c in self.curve]
-        se = None if any(v is None for v in ses) else ses
-        return fit(epochs, values, self.max_epochs, self.forecast_window, se)
+        return fit(epochs, values, self.max_epochs, self.forecast_window)
+
+    def _still_learning(self) -> bool:
+        """The best gained more than the tolerance over the forecast window (epochs t/2..t)."""
+        before = bisect_right(self.checks, (1 - self.forecast_window) * self.checks[-1][0], key=_epoch)
+        if before == 0:
+            return False
+        then = self._best_so_far[before - 1]
+        return self._gain(self.best, then) > self.tolerance * abs(then)
 
     def _increase_waits(self, epoch: int) -> bool:
         """``patience_increase``: the last improvement (none yet: no extra wait, as with an unbeaten
@@ -344,6 +368,7 @@ class EarlyStopper:
         is_best = self.best is None or self._better(value, self.best)
         if is_best:
             self.best, self.best_epoch = value, epoch
+        self._best_so_far.append(self.best)
         improved = self._improves(value, se)
         moves = self.delta_reference == "best" and (self._reference is None or self._better(value, self._reference[0]))
         if improved or moves:
@@ -406,5 +431,7 @@ class EarlyStopper:
         self._reference = (reference, None) if isinstance(reference, float) else tuple(reference) if reference else None
         self.checks = [tuple(c) for c in state.get("checks", [])]  # absent in checkpoints of ganstop 0.1
         self.curve = [tuple(c) for c in state.get("curve", self.checks)]  # before the forecast: the monitored ones
+        pick = min if self.mode == "min" else max
+        self._best_so_far = list(itertools.accumulate((c[1] for c in self.checks), pick))
         self._since = state.get("since", self.checks[-1][0] - self.wait if self.checks else self.warmup)
         self.stop_reason, self.stopped_epoch = state["stop_reason"], state["stopped_epoch"]
