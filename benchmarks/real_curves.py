@@ -20,6 +20,7 @@ budget used, and the worst gap.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from pathlib import Path
 
@@ -85,18 +86,20 @@ def dominated(scores: dict[str, dict]) -> int:
                    for name, s in scores.items() if name.startswith("lightning")))
 
 
-def own_curves(seeds: list[int]) -> dict[str, list[Curve]]:
-    """digits at 3x its budget and the 2D recipes at theirs: recipe -> curves (trained once, cached)."""
+def own_curves(seeds: list[int], seeds_2d: list[int]) -> dict[str, list[tuple[Curve, list[dict]]]]:
+    """digits at 3x its budget and the 2D recipes at theirs: recipe -> (curve, per-epoch history)
+    per seed (trained once, cached)."""
     from early_stopping import curve
 
-    out: dict[str, list[Curve]] = {}
+    out: dict[str, list[tuple[Curve, list[dict]]]] = {}
     for name in RECIPES:
         scale = 3.0 if name == "digits-dcgan" else 1.0
-        for seed in seeds:
+        for seed in seeds if name == "digits-dcgan" else seeds_2d:
             run = curve(name, seed, scale)
             monitor = run["monitor"]
             checks = [(h["epoch"], h[monitor], h.get(f"{monitor}_se")) for h in run["history"] if monitor in h]
-            out.setdefault(name, []).append(Curve(f"{name} seed {seed}", checks, run["max_epochs"], run["mode"]))
+            out.setdefault(name, []).append((Curve(f"{name} seed {seed}", checks, run["max_epochs"], run["mode"]),
+                                             run["history"]))
     return out
 
 
@@ -154,7 +157,8 @@ def costs(cifar: list[Curve]) -> tuple[list[str], dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of ganstop's own curves")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of digits' own curves")
+    parser.add_argument("--seeds-2d", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the 2D recipes' curves")
     parser.add_argument("--no-own", action="store_true", help="real curves only (ganstop's own curves train for an hour)")
     parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
     args = parser.parse_args()
@@ -190,15 +194,24 @@ def main() -> None:
     lines += cost_lines
     result.update(cost)
     if not args.no_own:
-        own = own_curves(args.seeds)
-        for name, curves in own.items():
+        own = own_curves(args.seeds, args.seeds_2d)
+        for name, runs in own.items():
+            curves = [c for c, _ in runs]
+            seeds = args.seeds if name == "digits-dcgan" else args.seeds_2d
             section, scores = table(f"ganstop's own: {name} at {'3x' if name == 'digits-dcgan' else '1x'} its budget, "
-                                    f"seeds {', '.join(map(str, args.seeds))}", curves, names)
+                                    f"seeds {', '.join(map(str, seeds))}", curves, names)
             lines += section
             per_run = [replay(c, rc.load(name).stopping) for c in curves]
             lines += [f"{name}, its own stopper per run: " + "; ".join(
                 f"seed {c.name.split()[-1]}: stopped {o.stopped_epoch}/{c.budget}, best at {o.best_epoch} "
                 f"(hindsight {c.oracle()}), gap {o.gap:+.1%}" for c, o in zip(curves, per_run)), ""]
+            kept = [next(h for h in history if h["epoch"] == o.best_epoch) for (_, history), o in zip(runs, per_run)]
+            if "modes" in kept[0]:  # the 2D model the stopper keeps, against PacGAN's table
+                modes, hq = [k["modes"] for k in kept], [k["hq_ratio"] for k in kept]
+                lines += [f"{name}, the model its own stopper keeps (restored epoch, that check's samples): "
+                          f"{statistics.fmean(modes):.2f} modes, {statistics.fmean(hq):.1%} high quality on mean "
+                          f"(per run: {', '.join(f'{m:.0f}/{q:.1%}' for m, q in zip(modes, hq))})", ""]
+                result[f"{name.split('-')[0]}_modes"], result[f"{name.split('-')[0]}_hq"] = statistics.fmean(modes), statistics.fmean(hq)
             if name == "digits-dcgan":
                 result["own_within5"], result["own_runs"] = scores["default"]["within5"], scores["default"]["runs"]
                 result["own_compute_median"] = scores["default"]["compute_median"]

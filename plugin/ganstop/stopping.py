@@ -69,8 +69,9 @@ class Criterion:
 class Forecast(Criterion):
     """Budget-aware: P(the rest of the budget beats the best by more than ``tolerance`` x |best|)
     fell below ``confidence``, by the curve ensemble of ``ganstop.forecast``. A curve that turned
-    (rose from its best by more than its noise) forecasts no gain and stops; a curve still falling
-    steeply forecasts one and goes on. What was seen outranks what is forecast: a best that gained
+    (its checks since the best sit well above it: ``Fit.turned``) stops at once; a flat one stops
+    from EARLIEST of the budget on; a curve still falling steeply goes on. What was seen outranks
+    what is forecast: a best that gained
     more than the tolerance over the forecast window (epochs t/2..t) means the run is still
     learning, whatever the fit says (digits' FID falls in steps between long wobbling plateaus).
     Needs ``max_epochs``: without a budget there is nothing to forecast to, and it never fires."""
@@ -87,11 +88,12 @@ class Forecast(Criterion):
         from ganstop.forecast import EARLIEST, TURN_SHARE
 
         sign, epoch = (1.0 if s.mode == "min" else -1.0), s.checks[-1][0]
+        # the checks after the best in the latest TURN_SHARE of the epochs, at least 3 of them
         after_best = bisect_right(s.checks, s.best_epoch, key=_epoch)
-        recent = max(after_best, min(bisect_left(s.checks, (1 - TURN_SHARE) * epoch, key=_epoch), len(s.checks) - 3))
-        if fit.turned([sign * c[1] for c in s.checks[recent:]], sign * s.best, s.tolerance):
+        latest = bisect_left(s.checks, (1 - TURN_SHARE) * epoch, key=_epoch)
+        recent = s.checks[max(after_best, min(latest, len(s.checks) - 3)):]
+        if fit.turned([sign * v for _, v, _ in recent], sign * s.best, s.tolerance):
             return True
-
         if fit.p_gain(sign * s.best, s.tolerance) >= s.confidence:
             return False
         return fit.share >= EARLIEST and not s._still_learning()
