@@ -35,7 +35,7 @@ from ganstop.cadence import CheckSchedule
 from ganstop.data import load_data
 from ganstop.metrics.registry import resolve
 from ganstop.metrics.scorer import Scorer
-from ganstop.stopping import EarlyStopper
+from ganstop.replay import Curve, replay
 from ganstop.train import Trainer
 
 RECIPES = ["digits-dcgan", "ring8-mlp", "grid25-mlp"]
@@ -106,21 +106,12 @@ def policies(recipe: rc.Recipe) -> dict[str, dict]:
 def score(run: dict, options: dict) -> dict:
     options = dict(options)
     budget = options.pop("budget", None)
-    config = rc.StoppingConfig(**options)
-    curve_ = checks(run)
-    seen = checks(run, budget) if budget else curve_
-    stopper = EarlyStopper.from_config(config, run["mode"]).replay(seen, run["max_epochs"])
-    sign = 1 if run["mode"] == "min" else -1
-    best_ever = min(sign * v for _, v, _ in curve_) * sign
-    gap = lambda v: sign * (v - best_ever) / abs(best_ever) if v is not None else float("inf")  # noqa: E731
-    running, oracle = None, None
-    for epoch, value, _ in curve_:
-        running = value if running is None or sign * value < sign * running else running
-        if oracle is None and gap(running) <= WITHIN:
-            oracle = epoch
-    return {"stop": stopper.stopped_epoch, "oracle": oracle, "budget": run["max_epochs"], "gap": gap(stopper.best),
-            "best": stopper.best, "best_ever": best_ever, "reason": stopper.stop_reason, "checks": len(seen),
-            "kept": next((h for h in run["history"] if h["epoch"] == stopper.best_epoch), {})}
+    full = Curve(run["recipe"], checks(run), run["max_epochs"], run["mode"])
+    seen = Curve(run["recipe"], checks(run, budget), run["max_epochs"], run["mode"]) if budget else full
+    outcome = replay(seen, rc.StoppingConfig(**options))
+    return {"stop": outcome.stopped_epoch, "oracle": full.oracle(WITHIN), "budget": run["max_epochs"],
+            "gap": full.gap(outcome.best), "best": outcome.best, "best_ever": full.best_ever, "reason": outcome.reason,
+            "checks": len(seen.checks), "kept": next((h for h in run["history"] if h["epoch"] == outcome.best_epoch), {})}
 
 
 def summarize(rows: list[dict]) -> dict:

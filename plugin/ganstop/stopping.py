@@ -421,8 +421,7 @@ class EarlyStopper:
             "wait": self.wait,
             "since": self._since,
             "reference": list(self._reference) if self._reference else None,
-            "checks": [list(c) for c in self.checks],
-            "curve": [list(c) for c in self.curve],
+            "curve": [list(c) for c in self.curve],  # the monitored checks are those past the warm-up
             "stop_reason": self.stop_reason,
             "stopped_epoch": self.stopped_epoch,
         }
@@ -431,8 +430,9 @@ class EarlyStopper:
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
         reference = state["reference"]
         self._reference = (reference, None) if isinstance(reference, float) else tuple(reference) if reference else None
-        self.checks = [tuple(c) for c in state.get("checks", [])]  # absent in checkpoints of ganstop 0.1
-        self.curve = [tuple(c) for c in state.get("curve", self.checks)]  # before the forecast: the monitored ones
+        # checkpoints from before the forecast hold the monitored checks only, and those of 0.1 none
+        self.curve = [tuple(c) for c in state.get("curve", state.get("checks", []))]
+        self.checks = [c for c in self.curve if c[0] > self.warmup]
         pick = min if self.mode == "min" else max
         self._best_so_far = list(itertools.accumulate((c[1] for c in self.checks), pick))
         self._since = state.get("since", self.checks[-1][0] - self.wait if self.checks else self.warmup)
