@@ -115,9 +115,10 @@ def plot(scores: dict[str, dict], path: Path) -> None:
                   if name == "default" or name.startswith("default, tolerance")))
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([t[0] for t in tol], [t[1] for t in tol], "o-", label="forecast (ganstop default), by tolerance")
-    for x, y, name in tol:
+    for x, y, name in tol:  # the default's label to the left: its neighbours sit close on the right
+        offset = (-75, 6) if name == "default" else (4, -12)
         ax.annotate(name.replace("default, tolerance ", "").replace("default", "0.05 (default)"), (x, y),
-                    textcoords="offset points", xytext=(4, -10), fontsize=8)
+                    textcoords="offset points", xytext=offset, fontsize=8)
     light = [(s["compute_mean"], s["within5"] / runs, name) for name, s in scores.items() if name.startswith("lightning")]
     ax.plot([p[0] for p in light], [p[1] for p in light], "s", label="Lightning EarlyStopping, patience 3-30")
     for x, y, name in light:
