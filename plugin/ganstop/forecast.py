@@ -68,7 +68,6 @@ class Fit:
     end: np.ndarray
     se_now: np.ndarray
     se_end: np.ndarray
-    level_se: np.ndarray  # standard error of each family's mean level now (the noise of one check left out)
     share: float  # the share of the budget elapsed
     noise: float  # one check's noise
     wander: float  # the spread of the checks around the fitted trend (family-weighted)
@@ -86,12 +85,11 @@ class Fit:
 
     def turned(self, since_best: list[float], best: float, tolerance: float) -> bool:
         """The latest checks after the best (``since_best``: those of the latest TURN_SHARE of the
-        epochs so far, at least 3) sit, on median,
-        worse than ``best`` by more than the tolerance plus TURN times the noise or the wander
-        around the trend, whichever is larger: the curve rose
-        from its best (collapse, overfitting) and stayed up, rather than flattened or wobbled.
-        The robust fit follows a turn only once most of its window has turned, so this looks
-        at the checks themselves."""
+        epochs so far, at least 3) sit, on median, worse than ``best`` by more than the tolerance
+        plus TURN times the noise or the wander around the trend, whichever is larger: the curve
+        rose from its best (collapse, overfitting) and stayed up, rather than flattened or
+        wobbled. The robust fit follows a turn only once most of its window has turned, so this
+        looks at the checks themselves."""
         if len(since_best) < 3:
             return False
         return statistics.median(since_best) - best > tolerance * abs(best) + TURN * max(self.noise, self.wander)
@@ -121,7 +119,7 @@ def fit(epochs: np.ndarray, values: np.ndarray, budget: int, window: float = 0.5
     sigma = max(noise(y), NOISE_FLOOR * float(np.median(np.abs(y))), 1e-12)
     ends = np.array([u[-1], max(1.0, u[-1])])
     thin = max(1.0, y.size / N_EFFECTIVE)  # checks beyond N_EFFECTIVE add no information
-    weights, now, end, se_now, se_end, level_se, wanders = [], [], [], [], [], [], []
+    weights, now, end, se_now, se_end, wanders = [], [], [], [], [], []
     for phi in FAMILIES.values():
         design = np.column_stack([np.ones_like(u), phi(u)])
         w = np.ones_like(y)
@@ -145,11 +143,10 @@ def fit(epochs: np.ndarray, values: np.ndarray, budget: int, window: float = 0.5
             wanders.append(wander)
             weights.append(-loss.sum() / (thin * sigma**2))
             now.append(mean[0]), end.append(mean[1]), se_now.append(spread[0]), se_end.append(spread[1])
-            level_se.append(sigma * math.sqrt(leverage[0]))
     if not weights:
         return None
     logw = np.array(weights)
     w = np.exp(logw - logw.max())
     w = w / w.sum()
-    return Fit(w, np.array(now), np.array(end), np.array(se_now), np.array(se_end), np.array(level_se),
+    return Fit(w, np.array(now), np.array(end), np.array(se_now), np.array(se_end),
                float(u[-1]), sigma, float(w @ np.array(wanders)))

@@ -35,6 +35,7 @@ class Searched:
     curves: list[Curve]
     best: dict  # the best trial's stopping values, by recipe key
     summary: dict[str, float]  # replay.summarize of the best trial
+    weight: float  # the recipe's search.compute_weight, which the objective charges
     run_id: str | None = None
 
 
@@ -108,7 +109,7 @@ def search(curves: list[Curve], recipe: Recipe, n_trials: int, sampler_seed: int
     study.optimize(trial_value, n_trials=n_trials)
     best = dict(study.best_trial.params)
     config = rc.load(None, list(best.items()), base=recipe).stopping
-    return Searched(study, curves, best, summarize([replay(curve, config) for curve in curves]))
+    return Searched(study, curves, best, summarize([replay(curve, config) for curve in curves]), space.compute_weight)
 
 
 def _value_of(recipe: Recipe, key: str):
@@ -164,13 +165,12 @@ def run(recipe: Recipe, *, experiment: str | None, study: str | None, run_ids: t
     elif experiment:
         mlflow.set_experiment(experiment)
     default = [replay(curve, recipe.stopping) for curve in curves]
-    weight = SearchSpace.from_recipe(recipe).compute_weight
     with mlflow.start_run(run_name=f"replay-{study or experiment or 'runs'}", tags={TAG_ROLE: "replay"}) as active:
         mlflow.log_params({"n_trials": n_trials, "n_curves": len(curves), "n_censored": sum(c.censored for c in curves),
                            "source": study and f"study {study}" or experiment and f"experiment {experiment}" or "run ids",
                            "objective": "quality" if quality_only else "compute", "sampler_seed": sampler_seed})
         mlflow.log_metrics({"best_value": found.study.best_value,
-                            "recipe_value": objective_of(default, curves, weight, quality_only),
+                            "recipe_value": objective_of(default, curves, found.weight, quality_only),
                             "best_within5": found.summary["within5"], "best_compute_mean": found.summary["compute_mean"]})
         mlflow.set_tag("ganstop.best_stopping", snippet(found.best))
         with tempfile.TemporaryDirectory() as tmp:

@@ -20,8 +20,8 @@ import dataclasses
 import itertools
 import math
 import statistics
-from dataclasses import dataclass, field
 from bisect import bisect_left, bisect_right
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -310,7 +310,7 @@ class EarlyStopper:
         warm-up delays monitoring, not what the curve says); cached per curve by ``replay``."""
         if self.fits is not None:
             return self.fits(len(self.curve))
-        from ganstop.forecast import fit  # numpy/scipy load only where a forecast is asked for
+        from ganstop.forecast import fit  # numpy loads only where a forecast is asked for
 
         sign = 1.0 if self.mode == "min" else -1.0
         epochs = [c[0] for c in self.curve]
@@ -406,7 +406,7 @@ class EarlyStopper:
         """Run over recorded ``(epoch, value, se)`` checks as training would have and return
         self, with ``stopped_epoch`` and ``best_epoch`` set; the curve ends at ``last_epoch``
         (stopped there by ``max_epochs`` when nothing fired). ``fits(n)``, where given, is the
-        forecast after the first n monitored checks (``ganstop.replay`` caches them per curve)."""
+        forecast after the first n finite checks (``ganstop.replay`` caches them per curve)."""
         self.fits = fits
         for epoch, value, se in checks:
             if self.update(epoch, value, se).stop:
