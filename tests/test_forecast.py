@@ -66,10 +66,16 @@ def test_an_early_collapse_stops_before_a_tenth_of_the_budget():
 
 
 def test_a_flat_noisy_curve_stops_early():
-    rng = random.Random(3)
-    values = [20 + rng.gauss(0, 0.5) for _ in range(200)]
-    stopper = default(200).replay(checks_of(values), last_epoch=200)
-    assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN and stopper.stopped_epoch <= 30
+    # 20 draws of the noise: a lucky low check early on looks like learning for a while, so the
+    # stop is pinned on all of them rather than on one draw
+    shares = []
+    for seed in range(20):
+        rng = random.Random(seed)
+        values = [20 + rng.gauss(0, 0.5) for _ in range(200)]
+        stopper = default(200).replay(checks_of(values), last_epoch=200)
+        assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN
+        shares.append(stopper.stopped_epoch / 200)
+    assert max(shares) < 0.25 and sorted(shares)[10] <= 0.15
 
 
 def test_an_early_plateau_of_a_long_budget_is_not_a_reason_to_stop():
@@ -131,7 +137,7 @@ def test_without_a_budget_the_forecast_never_fires_and_patience_is_keras():
 def test_the_default_stopper_from_the_public_api():
     stopper = EarlyStopper.from_config(rc.StoppingConfig(), mode="min", max_epochs=100)
     assert stopper.criteria == ("forecast", "patience") and stopper.patience is None
-    assert (stopper.tolerance, stopper.confidence, stopper.max_epochs) == (0.05, 0.05, 100)
+    assert (stopper.tolerance, stopper.confidence, stopper.max_epochs) == (0.05, 0.1, 100)
     rng = random.Random(6)
     values = [(epoch, 20 + rng.gauss(0, 0.5), None) for epoch in range(1, 101)]
     replayed = stopper.replay(values, last_epoch=100)

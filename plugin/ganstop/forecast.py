@@ -26,8 +26,11 @@ is small. What makes it fit GAN curves and a per-check budget of milliseconds:
   EARLIEST of the budget, where nothing else may (a plateau at 4% of a budget says little about
   the other 96%: digits' FID sits still for a dozen epochs before falling by half).
 
-``stopping.Forecast`` adds what was seen to what is forecast: a best that gained more than the
-tolerance over the window means the run is still learning, whatever the fit says.
+``stopping.Forecast`` adds what was seen to what is forecast: a run whose best, carried on at
+the pace it gained over the window per doubling of the epochs (log-linear, the slowest
+saturation GAN curves show), would still gain more than tolerance / LEARNING by the end of the
+budget is still learning, whatever the fit says. The pace alone, without the horizon, held
+every slowly saturating real curve to its last epoch.
 
 Chosen on the even-indexed real curves of ``benchmarks/curves`` (the constants here, and the
 recipe defaults tolerance 0.05, confidence 0.05, forecast_window 0.5) and on digits seed 10;
@@ -55,6 +58,7 @@ EARLIEST = 0.1  # share of the budget before which only a turn stops
 TURN = 3.0  # a turn: worse than the best by the tolerance plus this many times the noise or wander ...
 TURN_SHARE = 0.125  # ... on the median of the checks after the best in this latest share of the epochs
 NOISE_FLOOR = 0.02  # no check is known better than this share of its value
+LEARNING = 1.5  # still learning: the best's log-linear pace would gain tolerance / LEARNING by the end
 _MAD_TO_SIGMA = 1.4826
 
 

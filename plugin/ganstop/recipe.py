@@ -159,7 +159,7 @@ class StoppingConfig(Section):
     # forecast: the share of the metric given up to save the rest of the budget (0.05: within 5%)
     tolerance: Annotated[float, _within(lambda v: 0 <= v < 1, "must be a share of the metric in [0, 1)")] = 0.05
     # forecast: stop once a gain beyond the tolerance is less likely than this
-    confidence: Annotated[float, _within(lambda v: 0 < v < 1, "must be a probability in (0, 1)")] = 0.05
+    confidence: Annotated[float, _within(lambda v: 0 < v < 1, "must be a probability in (0, 1)")] = 0.1
     # forecast: the curve is fitted on the checks of this latest share of the epochs so far
     forecast_window: Annotated[float, _within(lambda v: 0 < v <= 1, "must be a share of the epochs in (0, 1]")] = 0.5
     # epochs (as Keras counts) without an improvement larger than min_delta; empty: no patience rule

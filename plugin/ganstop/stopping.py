@@ -71,9 +71,9 @@ class Forecast(Criterion):
     fell below ``confidence``, by the curve ensemble of ``ganstop.forecast``. A curve that turned
     (its checks since the best sit well above it: ``Fit.turned``) stops at once; a flat one stops
     from EARLIEST of the budget on; a curve still falling steeply goes on. What was seen outranks
-    what is forecast: a best that gained
-    more than the tolerance over the forecast window (epochs t/2..t) means the run is still
-    learning, whatever the fit says (digits' FID falls in steps between long wobbling plateaus).
+    what is forecast: a best whose gain over the forecast window (epochs t/2..t), carried on
+    log-linearly to the end of the budget, would still beat it by tolerance / LEARNING means
+    the run is still learning, whatever the fit says (a step down after a plateau).
     Needs ``max_epochs``: without a budget there is nothing to forecast to, and it never fires."""
 
     reason = StopReason.FORECAST_NO_GAIN
@@ -213,7 +213,7 @@ class EarlyStopper:
     combine: str = "any"
     max_epochs: int | None = None  # the budget the forecast forecasts to
     tolerance: float = 0.05  # forecast: the share of the metric given up to save the rest of the budget
-    confidence: float = 0.05  # forecast: stop once a gain beyond the tolerance is less likely than this
+    confidence: float = 0.1  # forecast: stop once a gain beyond the tolerance is less likely than this
     forecast_window: float = 0.5  # forecast: fit the checks of this latest share of the epochs so far
     patience: int | None = None  # epochs without a min_delta gain; None: no patience rule
     patience_increase: float = 1.0  # patience: never stop before this many times the last improvement's epoch
@@ -318,12 +318,20 @@ class EarlyStopper:
         return fit(epochs, values, self.max_epochs, self.forecast_window)
 
     def _still_learning(self) -> bool:
-        """The best gained more than the tolerance over the forecast window (epochs t/2..t)."""
-        before = bisect_right(self.checks, (1 - self.forecast_window) * self.checks[-1][0], key=_epoch)
-        if before == 0:
+        """The best's relative gain over the forecast window (epochs t/2..t, a doubling with the
+        default window), carried on at that pace per window to the end of the budget, beats
+        tolerance / LEARNING: the horizon scales the guard, so a slowly saturating curve may stop
+        late in its budget while the same pace early on goes on."""
+        from ganstop.forecast import LEARNING
+
+        epoch = self.checks[-1][0]
+        before = bisect_right(self.checks, (1 - self.forecast_window) * epoch, key=_epoch)
+        if before == 0:  # also a window of 1: it reaches back to epoch 0
             return False
         then = self._best_so_far[before - 1]
-        return self._gain(self.best, then) > self.tolerance * abs(then)
+        pace = self._gain(self.best, then) / max(abs(then), 1e-12)
+        windows_left = math.log(max(self.max_epochs / epoch, 1.0)) / -math.log(1 - self.forecast_window)
+        return LEARNING * pace * windows_left > self.tolerance
 
     def _increase_waits(self, epoch: int) -> bool:
         """``patience_increase``: the last improvement (none yet: no extra wait, as with an unbeaten
