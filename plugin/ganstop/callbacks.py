@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ganstop import distributed
 from ganstop.checkpoint import load_first_readable, save_atomic
+from ganstop.metrics.registry import resolve
 from ganstop.metrics.scorer import Scorer
 from ganstop.recipe import Recipe
 from ganstop.stopping import Check, EarlyStopper
@@ -52,14 +54,19 @@ class Callback:
 class Validation(Callback):
     """Validation plus stopping: samples from fixed latents, scored on held-out data; the
     stopper's word on the monitored metric; the best generator kept in memory on every new best
-    (``Checkpointing`` writes it with the next full checkpoint)."""
+    (``Checkpointing`` writes it with the next full checkpoint).
 
-    def __init__(self, recipe: Recipe, scorer: Scorer, device: torch.device):
+    In a data-parallel run each rank generates its share of the latents, the samples are
+    gathered without the padding duplicates, rank 0 (the only one with a ``scorer``) scores them
+    once and every rank gets its metrics, so every rank's stopper takes the same decision."""
+
+    def __init__(self, recipe: Recipe, scorer: Scorer | None, device: torch.device, n_samples: int):
         self.recipe, self.scorer = recipe, scorer
-        self.monitor, self.mode = scorer.selection.monitor, scorer.selection.mode
+        selection = resolve(recipe)
+        self.monitor, self.mode = selection.monitor, selection.mode
         self.stopper = EarlyStopper.from_config(recipe.stopping, self.mode, max_epochs=recipe.train.max_epochs)
         gen = torch.Generator().manual_seed(recipe.train.seed + 1)
-        self.z = torch.randn(scorer.n_samples, recipe.model.z_dim, generator=gen).to(device)
+        self.z = torch.randn(n_samples, recipe.model.z_dim, generator=gen).to(device)
         self.best_state: dict | None = None  # {"epoch", "value", "generator": CPU state dict}
         self.best_written = True
 
@@ -74,15 +81,18 @@ class Validation(Callback):
     def validate(self, trainer: Trainer, last: bool) -> tuple[dict[str, float], torch.Tensor | None, Check]:
         """Score this epoch's generator, update the stopper and the best, pick the samples to draw."""
         device = trainer.step.device
+        trainer.step.sync_buffers()
         # Validation must not move the training RNG: the trajectory is then the same whatever
         # the validation schedule, and a resumed run replays the uninterrupted one.
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.recipe.train.seed + 2)
-            samples = trainer.step.generate(self.z)
-            metrics = self.scorer(samples)
+            z = self.z if distributed.world_size() == 1 else self.z[distributed.shard(len(self.z)).to(device)]
+            samples = distributed.gather(trainer.step.generate(z), len(self.z))
+            metrics = self.scorer(samples) if self.scorer is not None else None
+        metrics = distributed.broadcast(metrics)
         epoch = trainer.epoch
         check = self.stopper.update(epoch, metrics[self.monitor], metrics.get(f"{self.monitor}_se"))
-        if check.is_best:
+        if check.is_best and distributed.is_main():  # the best generator is kept once
             weights = trainer.step.eval_generator().state_dict()
             self.best_state = {"epoch": epoch, "value": metrics[self.monitor],
                                "generator": {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}}
@@ -126,6 +136,9 @@ class Checkpointing(Callback):
         return time.monotonic() - self._saved_at >= self.seconds
 
     def save(self, trainer: Trainer) -> None:
+        """Rank 0 writes; the other ranks hold the same state and write nothing."""
+        if not distributed.is_main():
+            return
         validation = trainer.validation
         if not validation.best_written and validation.best_state is not None:
             save_atomic(validation.best_state, self.best_path)
@@ -134,11 +147,15 @@ class Checkpointing(Callback):
         self._saved_at = time.monotonic()
 
     def restore(self, trainer: Trainer) -> bool:
-        """Load the newest readable full checkpoint into the trainer; False when there is none."""
-        state = load_first_readable([self.last_path, self.last_path.with_name("last.pt.prev")])
+        """Load the newest readable full checkpoint into the trainer; False when there is none.
+        Rank 0 reads it and every rank gets its copy: the other ranks may be other machines."""
+        state = None
+        if distributed.is_main():
+            state = load_first_readable([self.last_path, self.last_path.with_name("last.pt.prev")])
+        state = distributed.broadcast(state)
         if state is None:
             return False
         trainer.load_state_dict(state)
-        if trainer.validation.best_state is not None:
+        if trainer.validation.best_state is not None and distributed.is_main():
             save_atomic(trainer.validation.best_state, self.best_path)
         return True

@@ -82,23 +82,48 @@ def cli() -> None:
 @click.option("--progress/--no-progress", default=True, help="Show the epoch progress bar.")
 @click.option("--resume", "resume_run", type=Blank(click.STRING), metavar="RUN_ID",
               help="Continue a killed run from its last checkpoint, with the recipe it logged.")
-def train(recipe, experiment_name, run_name, progress, resume_run) -> None:
+@click.option("--nproc", type=Blank(click.IntRange(min=1)), default="1", show_default=True,
+              help="Processes (one per GPU) training this one run data-parallel, started by torchrun's "
+                   "elastic agent; train.batch_size is the global batch. Several machines: see README.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With --nproc: restart the group after a failure this many times, from the last checkpoint.")
+def train(recipe, experiment_name, run_name, progress, resume_run, nproc, max_restarts) -> None:
     """Train one GAN, stop on held-out sample quality, log the best-epoch generator."""
+    from ganstop import distributed
+
+    if nproc > 1 and not distributed.launched():
+        from ganstop import launch
+
+        launch.train(recipe, nproc, max_restarts, experiment_name, run_name, resume_run, _ARGV)
+    else:
+        _train(recipe, experiment_name, run_name, progress, resume_run)
+
+
+def _train(recipe, experiment_name, run_name, progress, resume_run) -> None:
+    """One process of the run: the only one, or one rank under torchrun (rank 0 tracks)."""
     import mlflow
 
-    from ganstop import runner
+    from ganstop import distributed, runner
     from ganstop.tracking import check_reachable
 
-    check_reachable()
-    if resume_run:
-        recipe = runner.resumable(resume_run)
+    runner.join(recipe)
+    if distributed.is_main():
+        check_reachable()
+        if resume_run:
+            recipe = runner.resumable(resume_run, distributed.world_size())
+    recipe = distributed.broadcast(recipe)
     prepared = runner.prepare(recipe)
-    with runner.start_run(experiment_name, run_name, resume_run) as run:
+    if not distributed.is_main():
+        runner.train_in_run(prepared, distributed.broadcast(None), progress=False)
+        distributed.leave()
+        return
+    with distributed.failing_on_sigterm(), runner.start_run(experiment_name, run_name, resume_run) as run:
         try:
-            result, logger = runner.train_in_run(prepared, run.info.run_id, progress=progress)
+            result, logger = runner.train_in_run(prepared, distributed.broadcast(run.info.run_id), progress=progress)
         except KeyboardInterrupt:
             mlflow.end_run("KILLED")  # not FAILED: the user stopped it, and it can be resumed
             raise
+    distributed.leave()
     click.echo(runner.summary(result, run.info.run_id, logger.model_uri))
 
 
@@ -251,8 +276,10 @@ def _discard_mlflow_run() -> None:
     terminated-status check compares a string to ints), so a detached helper waits for that
     and deletes the run then.
     """
+    from ganstop import distributed
+
     run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:
+    if run_id and not distributed.launched():  # a worker's run belongs to its launcher
         subprocess.Popen([sys.executable, "-c", f"from ganstop.cli import reap; reap({run_id!r})"],
                          start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)

@@ -1,19 +1,33 @@
 """The GAN step: generator and discriminator, their optimizers, LR schedules and EMA, the training
 data on the device, and one epoch of alternating updates. The objective and its penalty come
 from the ``ganstop.losses`` plugin the recipe names; the loop around the step is ``train.Trainer``.
+
+Data parallel (torchrun, ``ganstop.distributed``): G and D are wrapped in DDP, which averages
+their gradients over the ranks (``broadcast_buffers=False``, as StyleGAN2-ADA: batch-norm
+statistics stay each rank's own unless ``train.sync_batchnorm``). ``train.batch_size`` is the
+global batch. Every rank draws the same global permutation and the same global latents from
+the same RNG stream and trains on its own slice of each, so N processes at global batch B train
+on exactly what one process at batch B does, and no two ranks see the same sample or latent.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+
 import torch
 from torch import nn
 
-from ganstop import models, optim, plugins
+from ganstop import distributed, models, optim, plugins, sync_batchnorm
 from ganstop.data import Data
 from ganstop.losses import r1_penalty
 from ganstop.recipe import Recipe
 
 GEN_CHUNK = 1024
+# DDP leaves each rank's batch-norm statistics alone during training (torch renamed the option in 2.13)
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
 
 
 class GANStep:
@@ -30,14 +44,18 @@ class GANStep:
         self.fmt = torch.channels_last if self.channels_last else torch.preserve_format
 
         torch.manual_seed(recipe.train.seed)
-        self.G, self.D = (m.to(device, memory_format=self.fmt) for m in models.build(recipe, data.sample_shape))
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        nets = models.build(recipe, data.sample_shape)
+        if self.world > 1 and recipe.train.sync_batchnorm:
+            nets = [sync_batchnorm.convert(m, device) for m in nets]
+        self.G, self.D = (m.to(device, memory_format=self.fmt) for m in nets)
         tc, dc = recipe.train, recipe.decay
         self.opt_g = optim.optimizer(self.G, tc.lr_g, (tc.beta1, tc.beta2), dc.g_weight_decay)
         self.opt_d = optim.optimizer(self.D, tc.lr_d, (tc.beta1, tc.beta2), dc.d_weight_decay)
         self.sched_g = optim.scheduler(self.opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
         self.sched_d = optim.scheduler(self.opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
         self.ema = optim.ema(self.G, recipe.ema.decay) if recipe.ema.enabled else None
-        self.G_step, self.D_step = (torch.compile(m) if tc.compile else m for m in (self.G, self.D))
+        self.G_step, self.D_step = (self._parallel(m) for m in (self.G, self.D))
         self.objective = plugins.load("losses", tc.loss)
 
         # Resident on the GPU when it fits in a quarter of free memory (no copies per step);
@@ -50,6 +68,13 @@ class GANStep:
             # two pinned buffers: one is gathered into while the other's copy is in flight
             self._buffers = [torch.empty((tc.batch_size, *data.sample_shape)).pin_memory() for _ in range(2)]
             self._copied: list[torch.cuda.Event | None] = [None, None]
+
+    def _parallel(self, module: nn.Module) -> nn.Module:
+        """What the step calls: DDP around the module when there are ranks, compiled on request."""
+        if self.world > 1:
+            ids = [self.device] if self.device.type == "cuda" else None
+            module = nn.parallel.DistributedDataParallel(module, device_ids=ids, **_NO_BUFFER_SYNC)
+        return torch.compile(module) if self.recipe.train.compile else module
 
     def state_dict(self) -> dict:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
@@ -78,8 +103,9 @@ class GANStep:
         penalty_kind, lam = self.recipe.decay.d_penalty, self.recipe.decay.d_penalty_lambda
         r1 = tc.r1_gamma
         use_ema = self.ema is not None and epoch >= self.recipe.ema.start_epoch
-        n, batch = len(self.train_data), min(tc.batch_size, len(self.train_data))
-        steps = n // batch
+        n, batch = len(self.train_data), min(tc.batch_size, len(self.train_data))  # the global batch
+        steps, local = n // batch, batch // self.world
+        mine = slice(self.rank * local, (self.rank + 1) * local)  # this rank's slice of every global draw
         order = torch.randperm(n, device=self.device if self.resident else "cpu")
         d_sum = torch.zeros((), device=self.device)
         g_sum = torch.zeros((), device=self.device)
@@ -87,9 +113,9 @@ class GANStep:
         self.D.train()
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
         for step in range(steps):
-            real = self._real_batch(order[step * batch:(step + 1) * batch], step)
+            real = self._real_batch(order[step * batch:(step + 1) * batch][mine], step)
             for _ in range(tc.d_steps):
-                z = torch.randn(batch, self.recipe.model.z_dim, device=self.device)
+                z = torch.randn(batch, self.recipe.model.z_dim, device=self.device)[mine]
                 real_in = real.detach().requires_grad_() if r1 else real
                 with autocast:
                     fake = self.G_step(z)
@@ -104,7 +130,7 @@ class GANStep:
                 self.opt_d.zero_grad(set_to_none=True)
                 d_loss.backward()
                 self.opt_d.step()
-            with autocast:
+            with autocast, self._no_sync(self.D_step):  # D's gradients here are dropped: not averaged
                 g_loss = objective.generator(self.D_step(fake))
             self.opt_g.zero_grad(set_to_none=True)
             g_loss.backward()
@@ -116,8 +142,21 @@ class GANStep:
         lrs = {"lr_g": self.opt_g.param_groups[0]["lr"], "lr_d": self.opt_d.param_groups[0]["lr"]}
         self.sched_g.step()
         self.sched_d.step()
-        means = torch.stack([d_sum, g_sum]).div(steps).tolist()  # one host sync per epoch
+        means = distributed.all_mean(torch.stack([d_sum, g_sum]).div(steps)).tolist()  # one host sync per epoch
         return {"d_loss": means[0], "g_loss": means[1], **lrs, "samples": float(steps * batch)}
+
+    @staticmethod
+    def _no_sync(module: nn.Module):
+        """DDP's ``no_sync`` where the module is wrapped (compiled or not), else nothing."""
+        inner = getattr(module, "_orig_mod", module)
+        return inner.no_sync() if isinstance(inner, nn.parallel.DistributedDataParallel) else contextlib.nullcontext()
+
+    def sync_buffers(self) -> None:
+        """Rank 0's batch-norm statistics (G's and the EMA's) on every rank before a check, so
+        every rank validates the same generator; training in train mode never reads them."""
+        for module in (self.G, self.ema):
+            if module is not None:
+                distributed.broadcast_buffers(module)
 
     def _real_batch(self, idx: torch.Tensor, step: int) -> torch.Tensor:
         if self.resident:

@@ -111,7 +111,7 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     max_epochs: Positive = 100
-    batch_size: Positive = 64
+    batch_size: Positive = 64  # the global batch: split over the ranks of a data-parallel run
     lr_g: PositiveFloat = 2e-4
     lr_d: PositiveFloat = 2e-4
     beta1: Share = 0.5
@@ -125,6 +125,7 @@ class TrainConfig(Section):
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # NHWC for conv models on CUDA
     compile: bool = False  # torch.compile the training step modules (CUDA)
+    sync_batchnorm: bool = False  # data parallel: batch-norm statistics over the global batch, not each rank's
     keep_checkpoints: Literal["best_last", "all", "none"] = "best_last"  # once the run's model is logged
     checkpoint_seconds: NonNegative = 300.0  # the full resumable state at most this often (0: every epoch), and at the end
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from dataclasses import dataclass
 
 from pathlib import Path
@@ -18,7 +19,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ganstop import checkpoint
+from ganstop import checkpoint, distributed
 from ganstop.data import Data, load_data
 from ganstop.metrics.scorer import Scorer
 from ganstop.paths import cache_root
@@ -35,23 +36,44 @@ class Prepared:
     recipe: Recipe
     device: torch.device
     data: Data
-    scorer: Scorer  # validation: stopping, best epoch, search
-    test_scorer: Scorer  # test: the final scores only
+    scorer: Scorer | None  # validation: stopping, best epoch, search (rank 0 only)
+    test_scorer: Scorer | None  # test: the final scores only (rank 0 only)
+
+
+def join(recipe: Recipe) -> torch.device:
+    """This process's device; under torchrun, also its place in the group (``distributed``):
+    ``auto`` and ``cuda`` then mean this rank's own GPU."""
+    device = resolve_device(distributed.device(recipe.train.device))
+    if distributed.launched():
+        distributed.join(device.type)
+        if recipe.train.batch_size % distributed.world_size():
+            raise RecipeError(f"train.batch_size={recipe.train.batch_size} is the global batch and must split evenly "
+                              f"over the {distributed.world_size()} processes")
+    return device
 
 
 def prepare(recipe: Recipe) -> Prepared:
-    device = resolve_device(recipe.train.device)
+    """Data, device and scorers; only rank 0 scores, so only rank 0 builds scorers."""
+    device = join(recipe)
     data = load_data(recipe)
+    if not distributed.is_main():
+        return Prepared(recipe, device, data, None, None)
     return Prepared(recipe, device, data, Scorer(recipe, data, device), Scorer(recipe, data.test_split(), device))
 
 
 def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = (), progress: bool = True
-                 ) -> tuple[TrainResult, MlflowLogger]:
-    """Train inside the active MLflow run ``run_id``; checkpoints go to the local cache."""
-    logger = MlflowLogger(run_id, prepared.recipe)
+                 ) -> tuple[TrainResult, MlflowLogger | None]:
+    """Train inside the MLflow run ``run_id``; checkpoints go to the local cache. Only rank 0
+    tracks: on the other ranks of a data-parallel run the tracker is simply not attached."""
+    gpus = None
+    if distributed.world_size() > 1:  # every node's GPUs, for the ganstop.gpu tag
+        device = prepared.device
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        gpus = distributed.gather_objects(f"{socket.gethostname()}: {name}")
+    logger = MlflowLogger(run_id, prepared.recipe, gpus=gpus) if distributed.is_main() else None
     trainer = Trainer(prepared.recipe, prepared.data, prepared.scorer, checkpoint_dir(run_id),
-                      callbacks=[logger, *callbacks], device=prepared.device, progress=progress,
-                      test_scorer=prepared.test_scorer)
+                      callbacks=[logger, *callbacks] if logger else list(callbacks), device=prepared.device,
+                      progress=progress, test_scorer=prepared.test_scorer)
     trainer.resume()
     try:
         result = trainer.fit()
@@ -60,9 +82,11 @@ def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = ()
                            f"kept in {trainer.checkpoint_dir}; resume with: ganstop train --resume {run_id}") from None
     except BaseException:
         with contextlib.suppress(MlflowException, requests.RequestException):
-            logger.flush()  # a pruned, failed or interrupted run keeps its last epoch's metrics
+            if logger:
+                logger.flush()  # a pruned, failed or interrupted run keeps its last epoch's metrics
         raise
-    checkpoint.retain(trainer.checkpoint_dir, prepared.recipe.train.keep_checkpoints)  # finished, model logged
+    if distributed.is_main():
+        checkpoint.retain(trainer.checkpoint_dir, prepared.recipe.train.keep_checkpoints)  # finished, model logged
     return result, logger
 
 
@@ -70,15 +94,22 @@ def checkpoint_dir(run_id: str) -> Path:
     return cache_root() / "checkpoints" / run_id
 
 
-def resumable(run_id: str) -> Recipe:
-    """The recipe of a run that can be resumed: it logged one and left a checkpoint here."""
+def resumable(run_id: str, world_size: int = 1) -> Recipe:
+    """The recipe of a run that can be resumed on ``world_size`` processes: it logged one, left
+    a checkpoint here, and trained on as many processes (a different split of the global batch
+    would not continue the same run)."""
     folder = checkpoint_dir(run_id)
     if not any((folder / name).is_file() for name in ("last.pt", "last.pt.prev")):
         raise RecipeError(f"no checkpoint of run {run_id} in {folder}: it never finished an epoch on this machine")
     try:
-        return logged_recipe(run_id)
+        recipe = logged_recipe(run_id)
     except MlflowException:
         raise RecipeError(f"run {run_id} is not in {mask(mlflow.get_tracking_uri())} or logged no recipe") from None
+    trained_on = int(MlflowClient().get_run(run_id).data.params.get("world_size", "1"))
+    if trained_on != world_size:
+        raise RecipeError(f"run {run_id} trained on {trained_on} process(es); resume it on as many "
+                          f"(--nproc {trained_on}), not {world_size}")
+    return recipe
 
 
 def summary(result: TrainResult, run_id: str, model_uri: str | None) -> str:
@@ -90,8 +121,31 @@ def summary(result: TrainResult, run_id: str, model_uri: str | None) -> str:
 
 
 def start_run(experiment_name: str | None, run_name: str | None, resume: str | None = None) -> mlflow.ActiveRun:
-    """Reopen ``resume``, join the run `mlflow run` created (MLFLOW_RUN_ID), or start a new one."""
+    """Reopen ``resume``, join the run a launcher created (MLFLOW_RUN_ID: `mlflow run`,
+    `ganstop train --nproc`), or start a new one. Under a bare torchrun, a restarted group
+    (``--max-restarts``) reopens the run its first attempt started."""
     open_store()
+    shared = elastic_run()
+    if shared is None or resume or os.environ.get("MLFLOW_RUN_ID"):
+        return _start(experiment_name, run_name, resume)
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and shared.is_file():
+        return mlflow.start_run(run_id=shared.read_text().strip())
+    run = _start(experiment_name, run_name, resume)
+    shared.parent.mkdir(parents=True, exist_ok=True)
+    shared.write_text(run.info.run_id)
+    return run
+
+
+def elastic_run() -> Path | None:
+    """Where a bare torchrun's attempts share their run id: by the rendezvous id (``--rdzv-id``,
+    a fresh one per ``--standalone`` launch); None outside torchrun or with no id."""
+    key = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if not distributed.launched() or key in ("", "none"):
+        return None
+    return cache_root() / "elastic" / f"{key}.run_id"
+
+
+def _start(experiment_name: str | None, run_name: str | None, resume: str | None) -> mlflow.ActiveRun:
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if resume:
         if launcher and launcher != resume:  # `mlflow run -P resume=...` made a run we do not need

@@ -112,8 +112,9 @@ def _epoch_metrics(epoch: int, logs: dict[str, float], timestamp: int) -> list[M
 class MlflowLogger(Callback):
     """Writes one run: metrics batched once per epoch, pictures per validation, model at the end."""
 
-    def __init__(self, run_id: str, recipe: Recipe, client: MlflowClient | None = None):
+    def __init__(self, run_id: str, recipe: Recipe, client: MlflowClient | None = None, gpus: list[str] | None = None):
         self.run_id, self.recipe = run_id, recipe
+        self.gpus = gpus  # "host: GPU" per rank of a data-parallel run; None: this process's own
         self.client = client or MlflowClient()
         self.trainer: Trainer | None = None
         self.model_uri: str | None = None
@@ -126,9 +127,11 @@ class MlflowLogger(Callback):
         params = recipe_params(self.recipe) | {
             "monitor": trainer.monitor, "mode": trainer.mode,
             "patience": str(st.patience), "min_delta": str(st.min_delta),
-            "device": str(trainer.device), "amp": str(trainer.step.amp),
+            "device": str(trainer.device), "amp": str(trainer.step.amp), "world_size": str(trainer.step.world),
         }
-        self.client.set_tag(self.run_id, "ganstop.gpu", gpu_name())  # the trainer has initialised CUDA by now
+        # the trainer has initialised CUDA by now; a data-parallel run names every node's GPUs
+        gpus = sorted(set(self.gpus)) if self.gpus else [gpu_name()]
+        self.client.set_tag(self.run_id, "ganstop.gpu", "; ".join(gpus))
         existing = self.client.get_run(self.run_id).data.params
         fresh = [Param(k, v) for k, v in params.items() if k not in existing]  # resume: log once
         self.client.log_batch(self.run_id, params=fresh)  # the client splits it into the store's batch sizes

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ganstop import distributed
 from ganstop.cadence import CheckSchedule
 from ganstop.callbacks import Callback, Checkpointing, Validation
 from ganstop.data import Data
@@ -54,13 +55,13 @@ class Trainer:
     """One GAN training run over a recipe: the loop over its parts. ``fit()`` runs it,
     ``resume()`` continues from the newest checkpoint, ``state_dict()`` is what a checkpoint holds."""
 
-    def __init__(self, recipe: Recipe, data: Data, scorer: Scorer, checkpoint_dir: Path,
+    def __init__(self, recipe: Recipe, data: Data, scorer: Scorer | None, checkpoint_dir: Path,
                  callbacks: list[Callback] = (), device: torch.device | None = None, progress: bool = True,
                  test_scorer: Scorer | None = None):
         self.recipe, self.data, self.test_scorer, self.progress = recipe, data, test_scorer, progress
         self.device = device or resolve_device(recipe.train.device)
         self.step = GANStep(recipe, data, self.device)
-        self.validation = Validation(recipe, scorer, self.device)
+        self.validation = Validation(recipe, scorer, self.device, recipe.metrics.n_samples or len(data.val))
         self.checkpointing = Checkpointing(checkpoint_dir, recipe.train.checkpoint_seconds)
         self.callbacks = list(callbacks)  # the user's (tracking, pruning, ...)
         self.monitor, self.mode = self.validation.monitor, self.validation.mode
@@ -119,8 +120,8 @@ class Trainer:
         self._emit("on_train_start", self)
         self.schedule.spent(0.0, time.perf_counter() - started, checked=False)  # params, recipe: paid by checks
         first = self.epoch + 1 if not self.stopper.stopped else last_epoch + 1  # resuming a finished run
-        bar = tqdm(range(first, last_epoch + 1), initial=self.epoch, total=last_epoch,
-                   desc="epochs", unit="epoch", disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(range(first, last_epoch + 1), initial=self.epoch, total=last_epoch, desc="epochs",
+                   unit="epoch", disable=not (self.progress and distributed.is_main()), dynamic_ncols=True)
         for epoch in bar:
             self.epoch = epoch
             t0 = time.perf_counter()
@@ -129,7 +130,8 @@ class Trainer:
             logs["epoch_seconds"] = trained - t0
             logs["samples_per_second"] = logs.pop("samples") / (trained - t0)
             stop = self.stopper.update_losses(epoch, {"d_loss": logs["d_loss"], "g_loss": logs["g_loss"]})
-            checked = stop is None and self.schedule.due(epoch, last_epoch)
+            # rank 0's clock decides for every rank: each must join the same checks
+            checked = stop is None and distributed.agree(self.schedule.due(epoch, last_epoch), self.device)
             if checked:
                 metrics, samples, check = self.validation.validate(self, last=epoch == last_epoch)
                 logs.update(metrics)
@@ -140,7 +142,7 @@ class Trainer:
                 bar.set_postfix({self.monitor: f"{metrics[self.monitor]:.4g}",
                                  "best": "-" if best is None else f"{best:.4g}@{self.stopper.best_epoch}"})
             self.history.append({"epoch": epoch, **logs})
-            self.should_stop = stop is not None
+            self.should_stop = distributed.any_rank(stop is not None, self.device)
             self._emit("on_epoch_end", epoch, logs)
             self.schedule.spent(trained - t0, time.perf_counter() - trained, checked)
             if self.should_stop:

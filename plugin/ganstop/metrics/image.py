@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from ganstop.metrics.scorer import Batch
 
 Compute = Callable[["Batch"], dict[str, float]]
+# A data-parallel run gathers the samples and rank 0 scores them all (``callbacks.Validation``):
+# torchmetrics must not sync its states with ranks that never call it.
+ONE_PROCESS = {"sync_on_compute": False}
 CHUNK = 512
 KID_SUBSETS = 20  # the mean's spread over subsets is well under its change between checks
 KID_SE_SAMPLES = 1000  # KID's error works on kernel matrices: n^2 per replicate
@@ -80,7 +83,8 @@ class _FidError:
 
 
 def fid(ctx) -> Compute:
-    metric = FrechetInceptionDistance(feature=Embedded(ctx.reference_features.shape[1]), reset_real_features=False)
+    metric = FrechetInceptionDistance(feature=Embedded(ctx.reference_features.shape[1]), reset_real_features=False,
+                                      **ONE_PROCESS)
     compute = _against_reference(metric, ctx, lambda m: {"fid": float(m.compute())})
     if ctx.se_output != "fid":
         return compute
@@ -124,7 +128,7 @@ def kid(ctx) -> Compute:
     with warnings.catch_warnings():  # "saves all features": held-out sets are small by design
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(feature=Embedded(ctx.reference_features.shape[1]), subsets=KID_SUBSETS,
-                                         subset_size=size, reset_real_features=False)
+                                         subset_size=size, reset_real_features=False, **ONE_PROCESS)
 
     def finish(m) -> dict[str, float]:
         mean, std = m.compute()
@@ -165,7 +169,7 @@ def inception_fid(ctx) -> Compute:
         raise RecipeError(f"metrics.inception_weights {weights!r} is not a file")
     try:
         metric = FrechetInceptionDistance(feature=2048, reset_real_features=False, normalize=True,
-                                          feature_extractor_weights_path=weights)
+                                          feature_extractor_weights_path=weights, **ONE_PROCESS)
     except ModuleNotFoundError:
         raise RecipeError("inception_fid needs torch-fidelity: pip install 'mlflow-ganstop[inception]'") from None
     rgb = lambda x: x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # noqa: E731
