@@ -182,7 +182,7 @@ def test_a_rank_that_raises_ends_every_rank_with_one_line_and_a_failed_run(track
     done = train(*RING_SETTINGS, "--nproc", "2", env=boom)
     assert done.returncode == 1
     ours = [line for line in done.stderr.splitlines() if line.startswith("ganstop: error:")]
-    assert len(ours) == 1 and "rank 1 exited with code 1" in ours[0]
+    assert len(ours) == 1 and "the data-parallel train failed: rank 1 exited with code 1" in ours[0]
     assert "injected failure on rank 1" in done.stderr  # the failing rank's own error, above it
     assert only_run().info.status == "FAILED"
 
@@ -229,3 +229,22 @@ def test_nccl_on_every_visible_gpu_trains_what_one_gpu_trains(tracking):
     assert (got["stopped_epoch"], got["restored_epoch"]) == (single["stopped_epoch"], single["restored_epoch"])
     for key in ("d_loss", "g_loss"):  # NCCL sums in another order than one GPU's kernels: close, not equal
         assert got["curves"][key] == pytest.approx(single["curves"][key], rel=1e-2)
+
+
+def test_tune_on_two_processes_leaves_one_run_per_trial_with_optunas_states(search_recipe, tracking, tmp_path):
+    import optuna
+
+    from test_study import assert_mirrored
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    # the threshold pruner prunes the long-patience trials at epoch 2, on both ranks at once
+    done = train("--recipe", str(search_recipe), "--n-trials", "4", "--storage", storage, "--study-name", "two",
+                 "--pruner", "threshold", "--prune-upper", "-1", "--prune-warmup-epochs", "2", "--sampler-seed", "3",
+                 "--no-progress", "--nproc", "2", command=[sys.executable, "-m", "ganstop", "tune"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "best trial" in done.stdout
+    study = optuna.load_study(study_name="two", storage=storage)
+    states = {t.state for t in study.trials}
+    assert len(study.trials) == 4 and states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    _, runs = assert_mirrored(MlflowClient(), study)
+    assert {r.data.params["world_size"] for r in runs.values()} == {"2"}

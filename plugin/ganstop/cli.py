@@ -162,12 +162,32 @@ def _train(recipe, experiment_name, run_name, progress, resume_run) -> None:
                    "worker i of --workers gets seed + i. Independent of the training seed (--seed).")
 @click.option("--experiment-name", type=Blank(click.STRING), help="MLflow experiment of the study run.")
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar over trials.")
+@click.option("--nproc", type=Blank(click.IntRange(min=1)), default="1", show_default=True,
+              help="Processes (one per GPU) training each trial data-parallel, under torchrun's elastic agent.")
 def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_trials, prune_warmup_epochs,
          prune_percentile, prune_patience, prune_lower, prune_upper, min_resource, reduction_factor, objective,
-         workers, heartbeat, grace, retry_failed, sampler_seed, experiment_name, progress) -> None:
+         workers, heartbeat, grace, retry_failed, sampler_seed, experiment_name, progress, nproc) -> None:
     """Search stopping and decay parameters with Optuna; one nested MLflow run per trial."""
-    from ganstop import study_runner
+    from ganstop import distributed, search, study_runner
 
+    if nproc > 1 and (workers or 1) > 1:
+        raise click.UsageError("--nproc trains each trial on several processes, --workers runs several trials at "
+                               "once: use one of them")
+    if nproc > 1 and not distributed.launched():
+        from ganstop import launch
+
+        search.SearchSpace.from_recipe(recipe)
+        launch.check(recipe, nproc)
+        launch.spawn(nproc, 0, _ARGV)
+        return
+    if distributed.launched():
+        from ganstop import runner
+
+        runner.join(recipe)
+        if not distributed.is_main():  # rank 0 runs the study; the others train its trials beside it
+            search.follow(recipe)
+            distributed.leave()
+            return
     pruner_options = dict(startup_trials=prune_startup_trials, warmup_steps=prune_warmup_epochs,
                           percentile=prune_percentile, patience=prune_patience, lower=prune_lower,
                           upper=prune_upper, min_resource=min_resource, reduction_factor=reduction_factor)
@@ -176,6 +196,8 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
         pruner=pruner, pruner_options=pruner_options, quality_only=objective == "quality", workers=workers or 1,
         heartbeat=heartbeat, grace=grace, retries=retry_failed, sampler_seed=sampler_seed,
         experiment_name=experiment_name, progress=progress, argv=_ARGV)
+    distributed.broadcast(None)  # `tune --nproc`: the study is done, and so are the other ranks
+    distributed.leave()
     click.echo(study_runner.describe(summary))
 
 

@@ -56,26 +56,38 @@ def check(recipe: Recipe, nproc: int) -> None:
     load_data(recipe)
 
 
-def train(recipe: Recipe, nproc: int, max_restarts: int, experiment_name: str | None, run_name: str | None,
-          resume_run: str | None, argv: list[str]) -> None:
+def spawn(nproc: int, max_restarts: int, argv: list[str]) -> None:
+    """``python -m ganstop <argv>`` on ``nproc`` processes under torchrun's elastic agent, here;
+    a failed group raises GanstopError naming the first rank that failed."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run as torchrun
 
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the failure is our one line
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
+                                         "-m", "ganstop", *worker_argv(argv)])
+    try:
+        torchrun(args)
+    except SignalException as exc:  # the agent ended its workers on our SIGTERM
+        raise GanstopError(f"stopped by signal {exc.sigval.name}") from None
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        raise GanstopError(f"the data-parallel {argv[0]} failed: rank {rank} exited with code {failure.exitcode} "
+                           "(its error is above)") from None
+
+
+def train(recipe: Recipe, nproc: int, max_restarts: int, experiment_name: str | None, run_name: str | None,
+          resume_run: str | None, argv: list[str]) -> None:
     check_reachable()
     if resume_run:
         recipe = runner.resumable(resume_run, nproc)
     check(recipe, nproc)
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the failure is our one line
-    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", f"--max-restarts={max_restarts}",
-                                         "-m", "ganstop", *worker_argv(argv)])
     with runner.start_run(experiment_name, run_name, resume_run) as run:
         os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # every worker and every restart joins this run
         try:
-            torchrun(args)
+            spawn(nproc, max_restarts, argv)
         except KeyboardInterrupt:
             mlflow.end_run("KILLED")  # as a one-process run: the user stopped it, and it can be resumed
             raise
-        except ChildFailedError as exc:
-            rank, failure = exc.get_first_failure()
-            raise GanstopError(f"the data-parallel run failed: rank {rank} exited with code {failure.exitcode} "
-                               f"(its error is above); run {run.info.run_id} is FAILED") from None
+        except GanstopError as exc:
+            raise GanstopError(f"{exc}; run {run.info.run_id} is FAILED") from None

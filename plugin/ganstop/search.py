@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from ganstop import recipe as rc
-from ganstop import runner, sqlite_schema
+from ganstop import distributed, runner, sqlite_schema
 from ganstop.masking import mask
 from ganstop.errors import RecipeError, first_line
 from ganstop.recipe import Recipe
@@ -227,6 +227,7 @@ class Objective:
         self.client.log_batch(run_id, params=[Param("trial_number", str(trial.number)),
                                               *(Param(k, str(v)) for k, v in values.items())])
         pruning = OptunaPruning(trial, self.metric, self)
+        distributed.broadcast((values, run_id))  # `tune --nproc`: the other ranks train this trial too
         with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
             try:
                 recipe = rc.load(None, list(values.items()), base=self.base)
@@ -276,6 +277,20 @@ class Objective:
             mlflow.end_run(status)  # else the `with start_run` block would overwrite it with FAILED
         else:
             self.client.set_terminated(run_id, status)
+
+
+def follow(base: Recipe) -> None:
+    """A rank other than 0 of `tune --nproc`: train each trial rank 0 samples (its values and
+    run arrive by broadcast, as optuna-integration's TorchDistributedTrial shares them) until
+    rank 0 says the study is done. Rank 0 alone talks to Optuna and MLflow, and its pruner's
+    word stops every rank through the loop's shared stop."""
+    while (trial := distributed.broadcast(None)) is not None:
+        values, run_id = trial
+        try:
+            recipe = rc.load(None, list(values.items()), base=base)
+        except RecipeError:
+            continue  # rank 0 fails the same trial before training it
+        runner.train_in_run(runner.prepare(recipe), run_id, progress=False)
 
 
 def open_study(name: str, storage, sampler, pruner, direction: str, experiment_id: str,

@@ -142,8 +142,13 @@ class Trainer:
                 bar.set_postfix({self.monitor: f"{metrics[self.monitor]:.4g}",
                                  "best": "-" if best is None else f"{best:.4g}@{self.stopper.best_epoch}"})
             self.history.append({"epoch": epoch, **logs})
-            self.should_stop = distributed.any_rank(stop is not None, self.device)
-            self._emit("on_epoch_end", epoch, logs)
+            self.should_stop = stop is not None
+            try:
+                self._emit("on_epoch_end", epoch, logs)
+            except BaseException:  # a pruner, a lost tracking server: the other ranks stop with this one
+                distributed.any_rank(True, self.device)
+                raise
+            self.should_stop = distributed.any_rank(self.should_stop, self.device)
             self.schedule.spent(trained - t0, time.perf_counter() - trained, checked)
             if self.should_stop:
                 break
