@@ -19,7 +19,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT, all_runs, cli_env
+from conftest import ROOT, all_runs, cli_env, mlflow_run
 
 pytestmark = pytest.mark.slow
 
@@ -248,3 +248,14 @@ def test_tune_on_two_processes_leaves_one_run_per_trial_with_optunas_states(sear
     assert len(study.trials) == 4 and states == {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     _, runs = assert_mirrored(MlflowClient(), study)
     assert {r.data.params["world_size"] for r in runs.values()} == {"2"}
+
+
+def test_mlflow_run_with_nproc_makes_one_run_on_two_processes(tracking):
+    overrides = ("dataset.n_train=1024 dataset.n_val=256 train.batch_size=64 model.width=32 stopping.monitor=swd stopping.warmup=1 "
+                 "metrics.n_samples=0 metrics.every=1")
+    done = mlflow_run("main", f"recipe={RING}", f"overrides={overrides}", "max_epochs=3", "nproc=2",
+                      env=cli_env(MLFLOW_TRACKING_URI=tracking))
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = only_run()  # the run `mlflow run` made is the one both processes trained in
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    assert run.data.metrics["stopped_epoch"] == 3

@@ -3,11 +3,13 @@ data on the device, and one epoch of alternating updates. The objective and its 
 from the ``ganstop.losses`` plugin the recipe names; the loop around the step is ``train.Trainer``.
 
 Data parallel (torchrun, ``ganstop.distributed``): G and D are wrapped in DDP, which averages
-their gradients over the ranks (``broadcast_buffers=False``, as StyleGAN2-ADA: batch-norm
+their gradients over the ranks (no buffer broadcasts, as StyleGAN2-ADA: batch-norm
 statistics stay each rank's own unless ``train.sync_batchnorm``). ``train.batch_size`` is the
 global batch. Every rank draws the same global permutation and the same global latents from
 the same RNG stream and trains on its own slice of each, so N processes at global batch B train
 on exactly what one process at batch B does, and no two ranks see the same sample or latent.
+What a loss plugin's penalty draws for itself (WGAN-GP's interpolation points) is drawn per rank
+instead, so it differs from one process's draws.
 """
 
 from __future__ import annotations
@@ -122,7 +124,8 @@ class GANStep:
                     real_logits = self.D_step(real_in)
                     d_loss = objective.discriminator(real_logits, self.D_step(fake.detach()))
                     if objective.penalty is not None:
-                        d_loss = d_loss + tc.gp_lambda * objective.penalty(self.D_step, real, fake)
+                        with self._own_randomness():
+                            d_loss = d_loss + tc.gp_lambda * objective.penalty(self.D_step, real, fake)
                     if r1:
                         d_loss = d_loss + r1 / 2 * r1_penalty(real_logits, real_in)
                     if penalty_kind != "none":
@@ -144,6 +147,19 @@ class GANStep:
         self.sched_d.step()
         means = distributed.all_mean(torch.stack([d_sum, g_sum]).div(steps)).tolist()  # one host sync per epoch
         return {"d_loss": means[0], "g_loss": means[1], **lrs, "samples": float(steps * batch)}
+
+    @contextlib.contextmanager
+    def _own_randomness(self):
+        """What a loss plugin draws for its penalty (WGAN-GP's interpolation points) differs by
+        rank: a seed from the shared stream (which every rank advances alike) plus the rank. One
+        process draws from the stream itself, as it always has."""
+        if self.world == 1:
+            yield
+            return
+        seed = int(torch.randint(2**62, (1,)))
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed + self.rank)
+            yield
 
     @staticmethod
     def _no_sync(module: nn.Module):
