@@ -1,6 +1,7 @@
-"""Metric cost: FID/KID/coverage on the held-out set vs one training epoch, and the Fréchet
-distance computation itself (torchmetrics' compute on cached features) on CPU and, when there
-is one, on CUDA."""
+"""Metric cost: every metric of the recipe on the held-out set vs one training epoch, and the
+Fréchet distance and precision/recall/density/coverage computations themselves on cached
+features (128-d as the classifier's, 2,048-d as Inception's at 10,000 samples) on CPU and, when
+there is one, on CUDA."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from ganstop import recipe as rc
 from ganstop.data import load_data
+from ganstop.metrics import manifold, uncertainty
 from ganstop.metrics.image import Embedded
 from ganstop.metrics.scorer import Scorer
 from ganstop.train import Trainer
@@ -35,6 +37,20 @@ def frechet_seconds(dim: int, n: int, device: str, repeats: int) -> float:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def prdc_seconds(dim: int, n: int, device: str) -> float:
+    """One precision/recall/density/coverage value of n generated against n reference features
+    (the reference's radii computed beforehand, as a run keeps them)."""
+    real, fake = torch.randn(n, dim, device=device), torch.randn(n, dim, device=device) + 0.1
+    radius = (manifold.radii(real, manifold.PR_K), manifold.radii(real, manifold.DC_K))
+    if device == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    manifold.scores(real, *radius, fake)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -84,6 +100,14 @@ def main() -> None:
             seconds = frechet_seconds(dim, n, device, repeats)
             lines.append(f"| {dim} | {n} | {device} | {seconds:.4f} |")
             result[f"frechet_{dim}_{device}_s"] = seconds
+    lines += ["", "Precision, recall, density and coverage (`prdc`), one value from cached features (a check adds "
+              f"{uncertainty.REPLICATES} more on random halves for the standard errors):", "",
+              "| features | samples | device | seconds |", "| --- | --- | --- | --- |"]
+    for dim, n in ((128, 2000), (2048, 10000)):
+        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+            seconds = prdc_seconds(dim, n, device)
+            lines.append(f"| {dim} | {n} | {device} | {seconds:.4f} |")
+            result[f"prdc_{dim}_{device}_s"] = seconds
     if not torch.cuda.is_available():
         lines.append("\nNo GPU on this machine: CUDA rows are reported only from a GPU run.")
     print("\n".join(lines))

@@ -200,17 +200,20 @@ def test_resume_on_another_world_size_is_refused_in_one_line(tracking, tmp_path)
     assert only_run().info.status == "FINISHED" and only_run().data.metrics["stopped_epoch"] >= 3
 
 
-def test_two_machines_joined_by_a_rendezvous_make_one_run(tracking, tmp_path):
+def test_two_machines_joined_by_a_rendezvous_make_one_run_with_each_nodes_system_metrics(tracking, tmp_path):
     endpoint = f"127.0.0.1:{free_port()}"
+    metrics_on = {"MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING": "true", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2"}
     node = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
             "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "two-nodes", "-m", "ganstop", "train",
             *RING_SETTINGS]
-    nodes = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env())
-             for _ in range(2)]
+    nodes = [subprocess.Popen(node, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=cli_env(**metrics_on)) for _ in range(2)]
     results = [(p.wait(timeout=600), p.stderr.read()) for p in nodes]
     assert [code for code, _ in results] == [0, 0], "\n".join(err[-2000:] for _, err in results)
     run = only_run()
     assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    nodes = {key.split("/")[1] for key in run.data.metrics if key.startswith("system/")}
+    assert nodes == {"node0", "node1"}  # one monitor per node, none from the run itself
 
 
 @pytest.mark.gpu
@@ -259,3 +262,18 @@ def test_mlflow_run_with_nproc_makes_one_run_on_two_processes(tracking):
     run = only_run()  # the run `mlflow run` made is the one both processes trained in
     assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
     assert run.data.metrics["stopped_epoch"] == 3
+
+
+def test_a_global_batch_that_does_not_split_is_one_line_before_anything_starts(tracking):
+    done = train(*RING_SETTINGS, "--set", "train.batch_size=65", "--nproc", "2")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "ganstop: error: train.batch_size=65 is the global batch and must split evenly over --nproc 2 processes"]
+    assert all_runs() == []
+
+
+def test_the_workers_run_the_command_without_the_launchers_own_options():
+    from ganstop.launch import worker_argv
+
+    argv = ["train", "--nproc", "2", "--recipe", "x", "--max-restarts=1", "--nproc=4", "--set", "a.b=1"]
+    assert worker_argv(argv) == ["train", "--recipe", "x", "--set", "a.b=1"]

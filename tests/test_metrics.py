@@ -195,3 +195,39 @@ def test_the_classifier_does_not_depend_on_what_ran_before(tmp_path):
         assert torch.equal(torch.get_rng_state(), before)  # nor does it move the caller's RNG
         trained.append(model.state_dict())
     assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+
+
+def test_precision_recall_density_coverage_equal_the_authors_implementation():
+    import numpy as np
+    import prdc as reference  # Naeem et al.'s own code, one k for all four
+
+    from ganstop.metrics.manifold import DC_K, PR_K, radii, scores
+
+    gen = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 16, generator=gen), 0.8 * torch.randn(250, 16, generator=gen) + 0.3
+    ours = scores(real, radii(real, PR_K), radii(real, DC_K), fake).tolist()
+    at = {k: reference.compute_prdc(real.numpy(), fake.numpy(), nearest_k=k) for k in (PR_K, DC_K)}
+    expected = [at[PR_K]["precision"], at[PR_K]["recall"], at[DC_K]["density"], at[DC_K]["coverage"]]
+    assert ours == pytest.approx(expected, abs=1e-6) and len(set(np.round(expected, 3))) == 4
+
+
+def test_precision_falls_with_bad_samples_and_recall_with_dropped_modes():
+    from ganstop.metrics.manifold import DC_K, PR_K, radii, scores
+
+    gen = torch.Generator().manual_seed(1)
+    centers = torch.randn(10, 8, generator=gen) * 6
+    real = (centers[torch.arange(1000) % 10] + torch.randn(1000, 8, generator=gen)).float()
+    radius = (radii(real, PR_K), radii(real, DC_K))
+    good = scores(real, *radius, centers[torch.arange(1000) % 10] + torch.randn(1000, 8, generator=gen))
+    collapsed = scores(real, *radius, centers[torch.arange(1000) % 2] + torch.randn(1000, 8, generator=gen))
+    blurred = scores(real, *radius, centers[torch.arange(1000) % 10] + 3 * torch.randn(1000, 8, generator=gen))
+    assert good.min() > 0.6  # precision, recall, density, coverage
+    assert collapsed[0] > 0.6 and collapsed[1] < 0.3 and collapsed[3] < 0.3  # fidelity kept, diversity gone
+    assert blurred[0] < 0.3 and blurred[2] < 0.3 and blurred[1] > 0.6  # fidelity gone, spread kept
+
+
+def test_prdc_is_logged_with_standard_errors_on_the_classifier_features(digits_evaluator):
+    data, scorer = digits_evaluator
+    out = scorer((data.train[: len(data.val)] + 1) / 2)  # real digits the reference has not seen
+    for name in ("precision", "recall", "density", "coverage"):
+        assert 0 < out[f"{name}_se"] < 0.2 and out[name] > 0.5, name

@@ -103,7 +103,7 @@ def test_safe_load_refuses_python_objects(tmp_path):
 
 def test_metric_selection_follows_the_dataset():
     images = resolve(rc.load(None))
-    assert images.names == ["fid", "kid", "coverage"] and (images.monitor, images.mode) == ("fid", "min")
+    assert images.names == ["fid", "kid", "coverage", "prdc"] and (images.monitor, images.mode) == ("fid", "min")
     points = resolve(rc.load(ROOT / "recipes" / "ring8-mlp.yaml", [("stopping.monitor", "")]))
     assert points.names == ["modes", "swd"] and (points.monitor, points.mode) == ("mode_error", "min")
     hq = resolve(rc.load(ROOT / "recipes" / "ring8-mlp.yaml", [("stopping.monitor", "hq_ratio")]))

@@ -172,7 +172,8 @@ def test_images_train_with_dcgan(tmp_path):
     result = trainer.fit()
     assert result.stopped_epoch == 2
     validation = [e for e in recorder.events if e[0] == "validation"][0]
-    assert validation[2] == ["class_coverage", "class_kl", "fid", "fid_se", "kid", "kid_std"]
+    assert validation[2] == ["class_coverage", "class_kl", "coverage", "coverage_se", "density", "density_se", "fid",
+                             "fid_se", "kid", "kid_std", "precision", "precision_se", "recall", "recall_se"]
     assert validation[3] == (64, 1, 8, 8)
     out = result.best_generator(torch.randn(3, 32))
     assert out.shape == (3, 1, 8, 8) and out.min() >= 0 and out.max() <= 1

@@ -82,7 +82,7 @@ def train(recipe: Recipe, nproc: int, max_restarts: int, experiment_name: str | 
     if resume_run:
         recipe = runner.resumable(resume_run, nproc)
     check(recipe, nproc)
-    with runner.start_run(experiment_name, run_name, resume_run) as run:
+    with runner.start_run(experiment_name, run_name, resume_run, system_metrics=False) as run:
         os.environ["MLFLOW_RUN_ID"] = run.info.run_id  # every worker and every restart joins this run
         try:
             spawn(nproc, max_restarts, argv)

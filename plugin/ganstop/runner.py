@@ -75,6 +75,7 @@ def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = ()
                       callbacks=[logger, *callbacks] if logger else list(callbacks), device=prepared.device,
                       progress=progress, test_scorer=prepared.test_scorer)
     trainer.resume()
+    monitor = node_metrics(run_id)
     try:
         result = trainer.fit()
     except (MlflowException, requests.RequestException) as exc:
@@ -85,9 +86,27 @@ def train_in_run(prepared: Prepared, run_id: str, callbacks: list[Callback] = ()
             if logger:
                 logger.flush()  # a pruned, failed or interrupted run keeps its last epoch's metrics
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
     if distributed.is_main():
         checkpoint.retain(trainer.checkpoint_dir, prepared.recipe.train.keep_checkpoints)  # finished, model logged
     return result, logger
+
+
+def node_metrics(run_id: str):
+    """MLflow's system metrics of a data-parallel run, one monitor per node (its first local
+    rank) under MLflow's ``node_id`` ``node<N>`` (torchrun's GROUP_RANK); None when they are off
+    or there is one process, where ``mlflow.start_run`` monitors the only node itself."""
+    from mlflow.environment_variables import MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING
+
+    if distributed.world_size() == 1 or distributed.local_rank() != 0 or not MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING.get():
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, resume_logging=True, node_id=f"node{os.environ.get('GROUP_RANK', '0')}")
+    monitor.start()
+    return monitor
 
 
 def checkpoint_dir(run_id: str) -> Path:
@@ -120,17 +139,22 @@ def summary(result: TrainResult, run_id: str, model_uri: str | None) -> str:
             f"{result.seconds:.1f} s; {model}")
 
 
-def start_run(experiment_name: str | None, run_name: str | None, resume: str | None = None) -> mlflow.ActiveRun:
+def start_run(experiment_name: str | None, run_name: str | None, resume: str | None = None,
+              system_metrics: bool | None = None) -> mlflow.ActiveRun:
     """Reopen ``resume``, join the run a launcher created (MLFLOW_RUN_ID: `mlflow run`,
     `ganstop train --nproc`), or start a new one. Under a bare torchrun, a restarted group
-    (``--max-restarts``) reopens the run its first attempt started."""
+    (``--max-restarts``) reopens the run its first attempt started. ``system_metrics``: MLflow's
+    own choice (None) for one process; a data-parallel run's nodes each monitor their own
+    (``node_metrics``), so its launcher and workers leave it off."""
     open_store()
+    if distributed.launched():
+        system_metrics = False
     shared = elastic_run()
     if shared is None or resume or os.environ.get("MLFLOW_RUN_ID"):
-        return _start(experiment_name, run_name, resume)
+        return _start(experiment_name, run_name, resume, system_metrics)
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 and shared.is_file():
-        return mlflow.start_run(run_id=shared.read_text().strip())
-    run = _start(experiment_name, run_name, resume)
+        return mlflow.start_run(run_id=shared.read_text().strip(), log_system_metrics=False)
+    run = _start(experiment_name, run_name, resume, system_metrics)
     shared.parent.mkdir(parents=True, exist_ok=True)
     shared.write_text(run.info.run_id)
     return run
@@ -145,12 +169,13 @@ def elastic_run() -> Path | None:
     return cache_root() / "elastic" / f"{key}.run_id"
 
 
-def _start(experiment_name: str | None, run_name: str | None, resume: str | None) -> mlflow.ActiveRun:
+def _start(experiment_name: str | None, run_name: str | None, resume: str | None,
+           system_metrics: bool | None) -> mlflow.ActiveRun:
     launcher = os.environ.get("MLFLOW_RUN_ID")
     if resume:
         if launcher and launcher != resume:  # `mlflow run -P resume=...` made a run we do not need
             MlflowClient().set_tag(launcher, "ganstop.resumed_run", resume)
-        return mlflow.start_run(run_id=resume)
+        return mlflow.start_run(run_id=resume, log_system_metrics=system_metrics)
     if experiment_name and not mlflow.active_run() and not launcher:
         mlflow.set_experiment(experiment_name)
-    return mlflow.start_run(run_name=run_name)
+    return mlflow.start_run(run_name=run_name, log_system_metrics=system_metrics)

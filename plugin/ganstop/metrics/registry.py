@@ -34,11 +34,13 @@ REGISTRY: dict[str, Metric] = {
     "kid": Metric("image", {"kid": "min", "kid_std": "min"}, "image:kid", se=("kid",)),
     "coverage": Metric("image", {"class_coverage": "max", "class_kl": "min"}, "image:coverage"),
     "inception_fid": Metric("image", {"inception_fid": "min"}, "image:inception_fid"),
+    "prdc": Metric("image", {"precision": "max", "recall": "max", "density": "max", "coverage": "max"},
+                   "manifold:prdc", se=("precision", "recall", "density", "coverage")),
     "modes": Metric("points", {"modes": "max", "hq_ratio": "max", "mode_kl": "min", "mode_error": "min"},
                     "mixture:modes", se=("modes", "hq_ratio", "mode_kl", "mode_error")),
     "swd": Metric("points", {"swd": "min"}, "mixture:swd", se=("swd",)),
 }
-DEFAULTS = {"image": (["fid", "kid", "coverage"], "fid"), "points": (["modes", "swd"], "mode_error")}
+DEFAULTS = {"image": (["fid", "kid", "coverage", "prdc"], "fid"), "points": (["modes", "swd"], "mode_error")}
 
 
 @dataclass(frozen=True)
