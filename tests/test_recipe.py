@@ -72,7 +72,7 @@ def test_bad_values_are_rejected_with_the_fix(override, message):
 
 
 def test_min_delta_in_standard_errors_needs_a_monitor_that_has_one():
-    with pytest.raises(rc.RecipeError, match="needs a monitor with one, and class_kl has none; use one of fid, kid"):
+    with pytest.raises(rc.RecipeError, match="needs a monitor with one, and class_kl has none; use one of coverage, density, fid, kid, precision, recall"):
         rc.load(None, [("stopping.monitor", "class_kl"), ("stopping.min_delta", "auto")])
     assert rc.load(None, [("stopping.monitor", "kid"), ("stopping.min_delta_mode", "se")])
 
