@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
     recipe = rc.load(args.recipe, [("train.max_epochs", repeats + 1), ("stopping.warmup", 0),
-                                   ("stopping.patience", 1000), ("train.device", "cpu")])
+                                   ("stopping.patience", 1000), ("train.device", "cpu"), ("metrics.every", 1)])
     data = load_data(recipe)
     scorer = Scorer(recipe, data, torch.device("cpu"))
     with tempfile.TemporaryDirectory() as ckpt:
