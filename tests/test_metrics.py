@@ -231,3 +231,16 @@ def test_prdc_is_logged_with_standard_errors_on_the_classifier_features(digits_e
     out = scorer((data.train[: len(data.val)] + 1) / 2)  # real digits the reference has not seen
     for name in ("precision", "recall", "density", "coverage"):
         assert 0 < out[f"{name}_se"] < 0.2 and out[name] > 0.5, name
+
+
+def test_prdc_of_a_held_out_split_smaller_than_k_uses_every_neighbour_it_has():
+    from ganstop.metrics.manifold import DC_K, PR_K, radii, scores
+
+    real = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # 3 samples: k = 3 or 5 cannot be met, k = 2 is used
+    fake = torch.tensor([[0.1, 0.0], [1.0, 0.2], [2.0, 2.0]])
+    assert radii(real, DC_K).tolist() == radii(real, PR_K).tolist() == radii(real, 2).tolist()
+    d, r_real, r_fake = torch.cdist(real, fake), radii(real, 2), radii(fake, 2)  # the definitions, at k = 2
+    expected = [(d < r_real[:, None]).any(0).float().mean(), (d < r_fake[None, :]).any(1).float().mean(),
+                (d < r_real[:, None]).sum(0).float().mean() / 2, (d.min(1).values < r_real).float().mean()]
+    assert scores(real, radii(real, PR_K), radii(real, DC_K), fake).tolist() == pytest.approx([float(e) for e in expected])
+    assert 0 < float(expected[0]) < 1  # the far fake point is outside every ball

@@ -1,5 +1,5 @@
 """Precision and recall (Kynkäänniemi et al. 2019, k = 3) and density and coverage (Naeem et al.
-2020, k = 5): k-nearest-neighbour balls around the held-out features (and, for recall, around the
+2020, k = 5; a set of n <= k samples uses k = n - 1): k-nearest-neighbour balls around the held-out features (and, for recall, around the
 generated ones) that say whether a worse FID means bad samples (precision, density fall) or
 dropped modes (recall, coverage fall). On the run's feature network: the classifier by default.
 
@@ -21,8 +21,16 @@ BLOCK = 4096  # rows of a distance matrix held at once
 OUTPUTS = ("precision", "recall", "density", "coverage")
 
 
+def usable_k(k: int, n: int) -> int:
+    """The papers' k, or n - 1 for a set of n <= k samples (a tiny held-out split), at least 1."""
+    return max(1, min(k, n - 1))
+
+
 def radii(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Each row's distance to its k-th nearest other row."""
+    """Each row's distance to its k-th nearest other row (``usable_k``); 0 for a lone row."""
+    if len(x) < 2:
+        return torch.zeros(len(x), device=x.device)
+    k = usable_k(k, len(x))
     return torch.cat([torch.cdist(part, x).kthvalue(k + 1, dim=1).values for part in x.split(BLOCK)])
 
 
@@ -38,7 +46,7 @@ def scores(real: torch.Tensor, real_pr: torch.Tensor, real_dc: torch.Tensor, fak
         balls += (d < r_dc[:, None]).sum(0)
         recalled.append((d < fake_pr[None, :]).any(1))
         covered.append(d.min(1).values < r_dc)
-    return torch.stack([in_real.float().mean(), torch.cat(recalled).float().mean(), balls.mean() / DC_K,
+    return torch.stack([in_real.float().mean(), torch.cat(recalled).float().mean(), balls.mean() / usable_k(DC_K, len(real)),
                         torch.cat(covered).float().mean()])
 
 
