@@ -64,7 +64,13 @@ def join(device_type: str) -> None:
         return
     if device_type == "cuda":
         torch.cuda.set_device(local_rank())
-    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=TIMEOUT)
+    # The group's addresses go under this attempt's own prefix of torchrun's store: a group
+    # restarted by --max-restarts could otherwise read a dead rank's address from the attempt
+    # before it (gloo: "Connection refused", whenever the new rank 0 had not overwritten it yet).
+    store, rank_, world = next(dist.rendezvous("env://", timeout=TIMEOUT))
+    store = dist.PrefixStore(f"ganstop/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", store=store, rank=rank_,
+                            world_size=world, timeout=TIMEOUT)
 
 
 def leave() -> None:
