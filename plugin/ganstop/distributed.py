@@ -117,6 +117,28 @@ def agree(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+class _SumOverRanks(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient (``torch.distributed.nn``'s
+    own is deprecated)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        out = x.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    """The sum of ``x`` over the ranks, differentiable: gradients flow back to every rank."""
+    return _SumOverRanks.apply(x) if active() else x
+
+
 def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank when it is true on any: one decision for all (Lightning's
     ``reduce_boolean_decision``), so no rank waits in a collective for one that has stopped."""

@@ -1,33 +1,18 @@
 """Batch norm over the global batch of a data-parallel run (``train.sync_batchnorm``).
 
 On GPUs this is torch's ``nn.SyncBatchNorm``. torch's works only on GPU modules, so on CPUs
-(gloo, and the tests on 2 cores) ``CpuSyncBatchNorm`` computes the same statistics with a
-differentiable all-reduce (torch's own, ``torch.distributed.nn``, is deprecated): the mean and
-the variance over every rank's samples, gradients flowing back through both, as one process on
-the whole batch would.
+(gloo, and the tests on 2 cores) ``CpuSyncBatchNorm`` computes the same statistics with
+``distributed.sum_over_ranks``, a differentiable all-reduce: the mean and the variance over
+every rank's samples, gradients flowing back through both, as one process on the whole batch
+would.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-
-class _SumOverRanks(torch.autograd.Function):
-    """All-reduce (sum) whose gradient is the all-reduced gradient."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = x.clone()
-        dist.all_reduce(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        out = grad.clone()
-        dist.all_reduce(out)
-        return out
+from ganstop import distributed
 
 
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -38,14 +23,13 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (self.training and distributed.world_size() > 1):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = torch.tensor([x.numel() / x.size(1)], dtype=x.dtype)
-        dist.all_reduce(count)
-        mean = _SumOverRanks.apply(x.sum(dims)) / count
-        var = _SumOverRanks.apply((x - mean.view(shape)).square().sum(dims)) / count
+        count = distributed.sum_over_ranks(torch.tensor([x.numel() / x.size(1)], dtype=x.dtype))
+        mean = distributed.sum_over_ranks(x.sum(dims)) / count
+        var = distributed.sum_over_ranks((x - mean.view(shape)).square().sum(dims)) / count
         with torch.no_grad():
             momentum = self.momentum if self.momentum is not None else 1 / (1 + int(self.num_batches_tracked))
             self.num_batches_tracked += 1
