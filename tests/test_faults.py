@@ -378,7 +378,8 @@ def test_a_resumed_run_does_not_send_again_the_epochs_it_trains_again(tracking, 
 @pytest.mark.slow
 def test_ctrl_c_kills_the_trial_and_exits_non_zero(tmp_path, tracking):
     slow = tmp_path / "slow.yaml"
-    slow.write_text(tiny_search_recipe(2000, 1999, short=1998))  # every trial is long: Ctrl-C lands mid-trial
+    # every trial is long, so Ctrl-C lands mid-trial: patience alone (the forecast stops a flat tiny curve in seconds)
+    slow.write_text(tiny_search_recipe(2000, 1999, short=1998).replace("warmup: 0}", "warmup: 0, criteria: [patience]}"))
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     proc = subprocess.Popen([sys.executable, "-m", "ganstop", "tune", "--recipe", str(slow), "--n-trials", "3",
                              "--storage", storage, "--study-name", "ctrl-c", "--pruner", "none", "--no-progress"],
