@@ -1,7 +1,9 @@
-"""Metric cost: every metric of the recipe on the held-out set vs one training epoch, and the
-Fréchet distance and precision/recall/density/coverage computations themselves on cached
-features (128-d as the classifier's, 2,048-d as Inception's at 10,000 samples) on CPU and, when
-there is one, on CUDA."""
+"""Metric cost: every metric of the recipe on the held-out set vs one training epoch; the
+Fréchet distance, KID and precision/recall/density/coverage computations themselves on cached
+features (128-d as the classifier's, 2,048-d as Inception's at 10,000 samples); and the
+Inception-v3 pass that makes those 2,048-d features (torch-fidelity's network; its cost does not
+depend on the weights' values, so random ones stand in for the release). On CPU and, when there
+is one, on CUDA."""
 
 from __future__ import annotations
 
@@ -14,29 +16,64 @@ from pathlib import Path
 import torch
 from _report import write
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganstop import recipe as rc
 from ganstop.data import load_data
 from ganstop.metrics import manifold, uncertainty
-from ganstop.metrics.image import Embedded
+from ganstop.metrics.image import KID_SUBSETS, Embedded
 from ganstop.metrics.scorer import Scorer
 from ganstop.train import Trainer
 
 
-def frechet_seconds(dim: int, n: int, device: str, repeats: int) -> float:
-    metric = FrechetInceptionDistance(feature=Embedded(dim), reset_real_features=False, compute_with_cache=False).to(device)
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def compute_seconds(metric, dim: int, n: int, device: str, repeats: int) -> float:
+    """``metric.compute()`` on n reference and n generated random features, median of repeats."""
+    metric = metric.to(device)
     metric.update(torch.randn(n, dim, device=device), real=True)
     metric.update(torch.randn(n, dim, device=device) + 0.1, real=False)
     times = []
     for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         started = time.perf_counter()
         metric.compute()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def frechet(dim: int) -> FrechetInceptionDistance:
+    return FrechetInceptionDistance(feature=Embedded(dim), reset_real_features=False, compute_with_cache=False)
+
+
+def kid(dim: int, subsets: int, size: int) -> KernelInceptionDistance:
+    return KernelInceptionDistance(feature=Embedded(dim), subsets=subsets, subset_size=size, reset_real_features=False,
+                                   compute_with_cache=False)
+
+
+def inception_seconds_per_1000(device: str, images: int) -> float | None:
+    """torch-fidelity's Inception-v3 on 32x32 RGB images (resized to 299 inside), per 1,000."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except ImportError:
+        return None
+    from unittest import mock
+
+    with mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None), \
+            mock.patch("torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url", lambda *a, **k: {}):
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).to(device)
+    batch = torch.randint(0, 256, (images, 3, 32, 32), dtype=torch.uint8, device=device)
+    with torch.no_grad():
+        net(batch[:2])  # warm-up
+        sync(device)
+        started = time.perf_counter()
+        net(batch)
+        sync(device)
+    return (time.perf_counter() - started) / images * 1000
 
 
 def prdc_seconds(dim: int, n: int, device: str) -> float:
@@ -95,19 +132,38 @@ def main() -> None:
     lines += ["", "Fréchet distance from cached features (torchmetrics compute, float64 matrix square root):", "",
               "| features | samples | device | seconds |", "| --- | --- | --- | --- |"]
     result = {"validation_share": validation / epoch}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for dim, n in ((128, 2000), (2048, 10000)):
-        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-            seconds = frechet_seconds(dim, n, device, repeats)
+        for device in devices:
+            seconds = compute_seconds(frechet(dim), dim, n, device, repeats)
             lines.append(f"| {dim} | {n} | {device} | {seconds:.4f} |")
             result[f"frechet_{dim}_{device}_s"] = seconds
+    lines += ["", f"KID from cached features (torchmetrics compute; `kid`: {KID_SUBSETS} subsets of "
+              f"{recipe.metrics.kid_subset_size}, `inception_kid`: torch-fidelity's 100 subsets of 1,000):", "",
+              "| features | samples | subsets | device | seconds |", "| --- | --- | --- | --- | --- |"]
+    for dim, n, subsets, size in ((128, 2000, KID_SUBSETS, recipe.metrics.kid_subset_size), (2048, 10000, 100, 1000)):
+        for device in devices:
+            seconds = compute_seconds(kid(dim, subsets, size), dim, n, device, repeats)
+            lines.append(f"| {dim} | {n} | {subsets} x {size} | {device} | {seconds:.4f} |")
+            result[f"kid_{dim}_{device}_s"] = seconds
     lines += ["", "Precision, recall, density and coverage (`prdc`), one value from cached features (a check adds "
               f"{uncertainty.REPLICATES} more on random halves for the standard errors):", "",
               "| features | samples | device | seconds |", "| --- | --- | --- | --- |"]
     for dim, n in ((128, 2000), (2048, 10000)):
-        for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        for device in devices:
             seconds = prdc_seconds(dim, n, device)
             lines.append(f"| {dim} | {n} | {device} | {seconds:.4f} |")
             result[f"prdc_{dim}_{device}_s"] = seconds
+    lines += ["", "The Inception-v3 pass that makes 2,048-d features (`inception_fid`, `inception_kid`, "
+              "`metrics.features: inception`), which a check pays for its generated samples and a run once for its "
+              "reference (cached after):", "", "| device | seconds per 1,000 images |", "| --- | --- |"]
+    for device in devices:
+        seconds = inception_seconds_per_1000(device, 16 if device == "cpu" else 500)
+        if seconds is None:
+            lines.append(f"| {device} | not measured: torch-fidelity is not installed |")
+            continue
+        lines.append(f"| {device} | {seconds:.1f} |")
+        result[f"inception_{device}_s_per_1000"] = seconds
     if not torch.cuda.is_available():
         lines.append("\nNo GPU on this machine: CUDA rows are reported only from a GPU run.")
     print("\n".join(lines))

@@ -268,7 +268,7 @@ def test_a_global_batch_that_does_not_split_is_one_line_before_anything_starts(t
     done = train(*RING_SETTINGS, "--set", "train.batch_size=65", "--nproc", "2")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "ganstop: error: train.batch_size=65 is the global batch and must split evenly over --nproc 2 processes"]
+        "ganstop: error: train.batch_size=65 is the global batch and must split evenly over 2 processes"]
     assert all_runs() == []
 
 

@@ -127,7 +127,7 @@ def test_three_workers_share_one_study_and_one_parent(search_recipe, pg_tracking
     procs = [subprocess.Popen(tune_cmd(search_recipe, study_storage, 2, "--seed", str(i)), env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(3)]
     outputs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-2000:] for o in outputs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(o[1][-3000:] for o in outputs)
     study = optuna.load_study(study_name="shared", storage=study_storage)
     assert len(study.trials) == 6 and all(t.state == State.COMPLETE for t in study.trials)
     assert_mirrored(MlflowClient(), study)

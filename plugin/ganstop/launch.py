@@ -49,9 +49,7 @@ def check(recipe: Recipe, nproc: int) -> None:
     if device.type == "cuda" and torch.cuda.device_count() < nproc:
         raise RecipeError(f"--nproc {nproc} needs {nproc} GPUs, and {torch.cuda.device_count()} are visible; "
                           "use fewer processes or train.device=cpu")
-    if recipe.train.batch_size % nproc:
-        raise RecipeError(f"train.batch_size={recipe.train.batch_size} is the global batch and must split evenly "
-                          f"over --nproc {nproc} processes")
+    runner.check_batch_split(recipe, nproc)
     resolve(recipe)
     load_data(recipe)
 

@@ -193,7 +193,9 @@ class MetricsConfig(Section):
     kid_subset_size: Positive = 100
     classifier_epochs: Positive = 8  # training of the cached feature classifier
     cache_dir: str = ""  # feature-classifier cache; empty: $GANSTOP_CACHE or ~/.cache/ganstop
-    inception_weights: str = ""  # path to FID Inception weights; enables inception_fid
+    # FID Inception weights for inception_fid/inception_kid: empty, torch-fidelity's release; a URL; or a file
+    inception_weights: str = ""
+    features: Literal["classifier", "inception"] = "classifier"  # the network prdc measures on
     grid_size: Positive = 64  # images in the logged sample grid
     grid_every: Positive = 5  # a sample grid every N checks, on every new best, and at the last check
 

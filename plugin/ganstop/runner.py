@@ -46,10 +46,14 @@ def join(recipe: Recipe) -> torch.device:
     device = resolve_device(distributed.device(recipe.train.device))
     if distributed.launched():
         distributed.join(device.type)
-        if recipe.train.batch_size % distributed.world_size():
-            raise RecipeError(f"train.batch_size={recipe.train.batch_size} is the global batch and must split evenly "
-                              f"over the {distributed.world_size()} processes")
+        check_batch_split(recipe, distributed.world_size())
     return device
+
+
+def check_batch_split(recipe: Recipe, processes: int) -> None:
+    if recipe.train.batch_size % processes:
+        raise RecipeError(f"train.batch_size={recipe.train.batch_size} is the global batch and must split evenly "
+                          f"over {processes} processes")
 
 
 def prepare(recipe: Recipe) -> Prepared:

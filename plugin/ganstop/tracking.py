@@ -208,8 +208,8 @@ def log_outcome(client: MlflowClient, run_id: str, monitor: str, stop_reason: st
     finals = {"stopped_epoch": stopped_epoch, **(extra or {})}
     if best_epoch is not None:
         finals |= {"restored_epoch": best_epoch, "best_score": best_value, f"best_{monitor}": best_value}
-    for key, value in finals.items():
-        client.log_metric(run_id, key, float(value))
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in finals.items()])
     client.set_tag(run_id, TAG_STOP_REASON, stop_reason)
     log_bytes(client, run_id, plots.curves(history, monitor, best_epoch), "curves.png")
 

@@ -1,4 +1,4 @@
-"""FID, KID and class coverage on the cached classifier's features; Inception FID on demand.
+"""FID, KID and class coverage on the cached classifier's features; FID and KID on Inception's.
 
 Each builder takes the shared context once and returns a function from a ``Batch`` of generated
 samples to numbers. The classifier runs once per reference set and once per batch: FID, KID and
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import torch
@@ -18,7 +17,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganstop.metrics import uncertainty
-from ganstop.errors import RecipeError
+from ganstop.metrics.scorer import reference_features
 
 if TYPE_CHECKING:
     from ganstop.metrics.scorer import Batch
@@ -27,7 +26,6 @@ Compute = Callable[["Batch"], dict[str, float]]
 # A data-parallel run gathers the samples and rank 0 scores them all (``callbacks.Validation``):
 # torchmetrics must not sync its states with ranks that never call it.
 ONE_PROCESS = {"sync_on_compute": False}
-CHUNK = 512
 KID_SUBSETS = 20  # the mean's spread over subsets is well under its change between checks
 KID_SE_SAMPLES = 1000  # KID's error works on kernel matrices: n^2 per replicate
 
@@ -43,13 +41,13 @@ class Embedded(nn.Module):
         return features
 
 
-def _against_reference(metric, ctx, finish: Callable[[object], dict[str, float]]) -> Compute:
+def _against_reference(metric, ctx, finish: Callable[[object], dict[str, float]], network: str = "classifier") -> Compute:
     metric = metric.to(ctx.device)
-    metric.update(ctx.reference_features, real=True)
+    metric.update(reference_features(ctx, network).double(), real=True)
 
     def compute(batch) -> dict[str, float]:
         metric.reset()  # keeps the real features
-        metric.update(batch.features, real=False)
+        metric.update(batch.features_of(network).double(), real=False)
         return finish(metric)
 
     return compute
@@ -163,27 +161,25 @@ def coverage(ctx) -> Compute:
 
 
 def inception_fid(ctx) -> Compute:
-    """FID on Inception-v3 pool features, from weights the user supplies (no downloads here)."""
-    weights = ctx.recipe.metrics.inception_weights
-    if not Path(weights).is_file():
-        raise RecipeError(f"metrics.inception_weights {weights!r} is not a file")
-    try:
-        metric = FrechetInceptionDistance(feature=2048, reset_real_features=False, normalize=True,
-                                          feature_extractor_weights_path=weights, **ONE_PROCESS)
-    except ModuleNotFoundError:
-        raise RecipeError("inception_fid needs torch-fidelity: pip install 'mlflow-ganstop[inception]'") from None
-    rgb = lambda x: x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x  # noqa: E731
-    metric = metric.to(ctx.device)
+    """FID on torch-fidelity's Inception-v3 pool features (``metrics.inception``)."""
+    metric = FrechetInceptionDistance(feature=Embedded(2048), reset_real_features=False, **ONE_PROCESS)
+    return _against_reference(metric, ctx, lambda m: {"inception_fid": float(m.compute())}, "inception")
 
-    def feed(images: torch.Tensor, real: bool) -> None:  # Inception at 299x299: a chunk at a time
-        for chunk in images.split(CHUNK):
-            metric.update(rgb(chunk), real=real)
 
-    feed(ctx.reference, real=True)
+def inception_kid(ctx) -> Compute:
+    """KID on the same features, with torch-fidelity's subsets (100 of 1,000 samples, fewer
+    when fewer samples exist: then every subset holds them all, and KID is the full estimate)."""
+    ctx.inception  # the one-line error when torch-fidelity or the weights are missing, before its imports
+    from torch_fidelity.defaults import DEFAULTS
 
-    def compute(batch) -> dict[str, float]:
-        metric.reset()
-        feed(batch.samples, real=False)
-        return {"inception_fid": float(metric.compute())}
+    size = min(DEFAULTS["kid_subset_size"], len(ctx.reference), ctx.n_samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=Embedded(2048), subsets=DEFAULTS["kid_subsets"], subset_size=size,
+                                         reset_real_features=False, **ONE_PROCESS)
 
-    return compute
+    def finish(m) -> dict[str, float]:
+        mean, std = m.compute()
+        return {"inception_kid": float(mean), "inception_kid_std": float(std)}
+
+    return _against_reference(metric, ctx, finish, "inception")

@@ -1,7 +1,8 @@
 """Precision and recall (Kynkäänniemi et al. 2019, k = 3) and density and coverage (Naeem et al.
 2020, k = 5; a set of n <= k samples uses k = n - 1): k-nearest-neighbour balls around the held-out features (and, for recall, around the
 generated ones) that say whether a worse FID means bad samples (precision, density fall) or
-dropped modes (recall, coverage fall). On the run's feature network: the classifier by default.
+dropped modes (recall, coverage fall). On the run's feature network (``metrics.features``): the
+classifier by default, torch-fidelity's Inception-v3 on request.
 
 Written here, not taken from ``prdc`` (the authors' reference, which the tests compare against):
 it recomputes the reference's radii at every call, prints on every call and spreads its distance
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ganstop.metrics import uncertainty
+from ganstop.metrics.scorer import reference_features
 
 PR_K, DC_K = 3, 5  # the papers' k: precision/recall, density/coverage
 BLOCK = 4096  # rows of a distance matrix held at once
@@ -51,12 +53,13 @@ def scores(real: torch.Tensor, real_pr: torch.Tensor, real_dc: torch.Tensor, fak
 
 
 def prdc(ctx):
-    real = ctx.reference_features
+    network = ctx.recipe.metrics.features
+    real = reference_features(ctx, network)
     real_pr, real_dc = radii(real, PR_K), radii(real, DC_K)
     halves = uncertainty.halves(ctx.n_samples, real.device)
 
     def compute(batch) -> dict[str, float]:
-        fake = batch.features
+        fake = batch.features_of(network)
         value = scores(real, real_pr, real_dc, fake)
         spread = torch.stack([scores(real, real_pr, real_dc, fake[idx]) for idx in halves])
         return {**dict(zip(OUTPUTS, value.tolist())),

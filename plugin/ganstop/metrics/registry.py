@@ -34,6 +34,7 @@ REGISTRY: dict[str, Metric] = {
     "kid": Metric("image", {"kid": "min", "kid_std": "min"}, "image:kid", se=("kid",)),
     "coverage": Metric("image", {"class_coverage": "max", "class_kl": "min"}, "image:coverage"),
     "inception_fid": Metric("image", {"inception_fid": "min"}, "image:inception_fid"),
+    "inception_kid": Metric("image", {"inception_kid": "min", "inception_kid_std": "min"}, "image:inception_kid"),
     "prdc": Metric("image", {"precision": "max", "recall": "max", "density": "max", "coverage": "max"},
                    "manifold:prdc", se=("precision", "recall", "density", "coverage")),
     "modes": Metric("points", {"modes": "max", "hq_ratio": "max", "mode_kl": "min", "mode_error": "min"},
@@ -82,8 +83,6 @@ def resolve(recipe: Recipe) -> Selection:
         if REGISTRY[name].kind != kind:
             raise RecipeError(f"metric {name!r} is for {REGISTRY[name].kind} data, but dataset "
                               f"{recipe.dataset.name} is {kind}; use {', '.join(default_names)}")
-    if "inception_fid" in names and not recipe.metrics.inception_weights:
-        raise RecipeError("metric inception_fid needs metrics.inception_weights (a local weights file)")
     directions = outputs(names)
     monitor = recipe.stopping.monitor or (default_monitor if default_monitor in directions else next(iter(directions)))
     if monitor not in directions:

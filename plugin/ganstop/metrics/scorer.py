@@ -1,5 +1,6 @@
-"""Scoring generated samples with a recipe's metrics: the held-out reference, the cached feature
-classifier and each batch's features are computed once and shared by every metric."""
+"""Scoring generated samples with a recipe's metrics: the held-out reference, the feature networks
+(the cached domain classifier, Inception-v3 when a metric asks for it) and each batch's features
+are computed once and shared by every metric."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ganstop.metrics import classifier
+from ganstop.metrics import classifier, inception
 from ganstop.metrics.registry import REGISTRY, resolve
 from ganstop.paths import cache_root
 from ganstop.recipe import Recipe
@@ -26,16 +27,27 @@ class Context:
         self.classifier_accuracy: float | None = None
 
     @functools.cached_property
+    def cache(self) -> Path:
+        return Path(self.recipe.metrics.cache_dir) if self.recipe.metrics.cache_dir else cache_root()
+
+    @functools.cached_property
     def classifier(self) -> classifier.Classifier:
-        cache = Path(self.recipe.metrics.cache_dir) if self.recipe.metrics.cache_dir else cache_root()
         model, self.classifier_accuracy = classifier.load_or_train(
             (self.data.train + 1) / 2, self.data.train_labels, (self.data.val + 1) / 2, self.data.val_labels,
-            self.data.n_classes, self.recipe.metrics.classifier_epochs, cache, self.device)
+            self.data.n_classes, self.recipe.metrics.classifier_epochs, self.cache, self.device)
         return model
 
     @functools.cached_property
     def reference_features(self) -> torch.Tensor:
         return self.classifier.features(self.reference)
+
+    @functools.cached_property
+    def inception(self) -> inception.Inception:
+        return inception.Inception(inception.weights_path(self.recipe.metrics.inception_weights, self.cache), self.device)
+
+    @functools.cached_property
+    def inception_reference_features(self) -> torch.Tensor:
+        return self.inception.reference(self.reference, self.cache)
 
 
 class Batch:
@@ -47,6 +59,19 @@ class Batch:
     @functools.cached_property
     def features(self) -> torch.Tensor:
         return self._ctx.classifier.features(self.samples)
+
+    @functools.cached_property
+    def inception_features(self) -> torch.Tensor:
+        return self._ctx.inception.features(self.samples)
+
+    def features_of(self, network: str) -> torch.Tensor:
+        """This batch's features on ``network`` ("classifier" or "inception")."""
+        return self.inception_features if network == "inception" else self.features
+
+
+def reference_features(ctx, network: str) -> torch.Tensor:
+    """The reference's features on ``network`` ("classifier" or "inception")."""
+    return ctx.inception_reference_features if network == "inception" else ctx.reference_features
 
 
 class Scorer:
