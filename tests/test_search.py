@@ -162,3 +162,46 @@ def test_a_slow_tracking_server_still_gives_a_study_one_parent(tracking, tmp_pat
     assert len({parent for _, parent, _ in opened}) == 1 and sum(created for *_, created in opened) == 1
     parents = MlflowClient().search_runs(["0"], "tags.`ganstop.role` = 'study'")
     assert [r.info.run_id for r in parents] == [opened[0][1]]  # the losers' candidate runs are deleted
+
+
+def _racing_storage(monkeypatch, error):
+    """RDBStorage whose first construction fails with ``error``, as a worker's does when another
+    worker is creating the same fresh database's tables."""
+    import sqlalchemy
+
+    from ganstop import search
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kwargs):
+        calls.append(url)
+        if len(calls) == 1:
+            raise sqlalchemy.exc.ProgrammingError("CREATE TABLE studies (...)", {}, error)
+        return real(url, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(search.time, "sleep", lambda seconds: None)
+    return calls
+
+
+def test_a_worker_that_loses_the_race_to_create_the_schema_opens_the_winners(monkeypatch, tmp_path):
+    """Seen on PostgreSQL with 6 workers starting on a busy machine: `DuplicateTable`, exit 2."""
+    import psycopg
+
+    from ganstop import search
+
+    calls = _racing_storage(monkeypatch, psycopg.errors.DuplicateTable('relation "studies" already exists'))
+    storage = search.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
+    assert len(calls) == 2 and storage.get_all_studies() == []
+
+
+def test_other_database_errors_are_one_line_at_once(monkeypatch, tmp_path):
+    import psycopg
+
+    from ganstop import search
+    from ganstop.errors import RecipeError
+
+    calls = _racing_storage(monkeypatch, psycopg.errors.InsufficientPrivilege("permission denied for schema public"))
+    with pytest.raises(RecipeError, match="cannot open storage .*permission denied"):
+        search.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
+    assert len(calls) == 1

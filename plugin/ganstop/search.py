@@ -145,6 +145,17 @@ def mark_stale_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None
         client.set_terminated(run_id, "KILLED")
 
 
+# PostgreSQL's answers to workers creating a fresh database's tables at once: unique violation,
+# duplicate table, duplicate object, deadlock (the first two seen here with 6 workers on a busy machine)
+SCHEMA_RACES = {"23505", "42P07", "42710", "40P01"}
+
+
+def _schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
+    """Lost the race to create the schema: the winner's tables will be there on the next try."""
+    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return isinstance(exc, sqlalchemy.exc.IntegrityError) or code in SCHEMA_RACES
+
+
 def make_storage(url: str | None, heartbeat_interval: int, grace_period: int, retries: int) -> optuna.storages.RDBStorage:
     """RDB storage with heartbeats (sqlite file by default, PostgreSQL for many machines)."""
     url = url or DEFAULT_STORAGE
@@ -167,10 +178,10 @@ def make_storage(url: str | None, heartbeat_interval: int, grace_period: int, re
                     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
                                                       heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                                                       heartbeat_stale_trial_callback=on_stale)
-            except sqlalchemy.exc.IntegrityError:
-                if attempt == 4:
+            except sqlalchemy.exc.DBAPIError as exc:
+                if attempt == 4 or not _schema_race(exc):
                     raise
-                time.sleep(0.5 + attempt)  # workers racing to create the schema of a fresh database
+                time.sleep(0.5 + attempt)
     except ImportError as exc:
         raise RecipeError(f"storage {mask(url)} needs a driver: {exc.name or exc} (pip install 'mlflow-ganstop[postgres]')") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; the user needs one line
