@@ -243,6 +243,16 @@ RECIPES = [  # (recipe, writer, extra overrides, generated sample shape)
 ]
 
 
+def test_a_split_too_small_for_the_image_metrics_is_one_line_before_the_run(tmp_path, tracking, capsys):
+    """12 images leave 1 for the test split: its FID would have failed after the whole training."""
+    write_image_folder(tmp_path / "data", per_class=4)
+    code, _, err = invoke(["train", "--no-progress", "--recipe", "imagefolder-dcgan", "--set", f"{TINY} dataset.image_size=16",
+                           "--set", f"dataset.root={tmp_path / 'data'}"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds 1 image(s)" in err and "dataset.test_fraction" in err
+    assert all_runs() == []
+
+
 @pytest.mark.parametrize("recipe, write, extra, shape", RECIPES, ids=[r[0] for r in RECIPES])
 def test_each_image_recipe_trains_end_to_end_on_its_real_format(recipe, write, extra, shape, tmp_path, tracking,
                                                                    capsys):

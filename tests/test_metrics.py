@@ -244,3 +244,15 @@ def test_prdc_of_a_held_out_split_smaller_than_k_uses_every_neighbour_it_has():
                 (d < r_real[:, None]).sum(0).float().mean() / 2, (d.min(1).values < r_real).float().mean()]
     assert scores(real, radii(real, PR_K), radii(real, DC_K), fake).tolist() == pytest.approx([float(e) for e in expected])
     assert 0 < float(expected[0]) < 1  # the far fake point is outside every ball
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_fid_of_two_or_three_samples_has_no_standard_error_rather_than_a_crash(n):
+    """Halves of one sample have no covariance; the eigendecomposition of NaNs used to raise
+    at the end of a run whose test split held 2 images."""
+    from ganstop.metrics.image import _FidError
+
+    g = torch.Generator().manual_seed(0)
+    error = _FidError(torch.randn(50, 16, generator=g))
+    assert math.isnan(error(torch.randn(n, 16, generator=g)))
+    assert math.isfinite(error(torch.randn(8, 16, generator=g)))

@@ -77,6 +77,8 @@ class _FidError:
                 + self.cov.trace() - 2 * cross.double())
 
     def __call__(self, features: torch.Tensor) -> float:
+        if len(features) < 4:  # a half of one sample has no covariance: no error to estimate
+            return math.nan
         return uncertainty.standard_error(self.frechet(features[uncertainty.halves(len(features), features.device)]))
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ganstop.errors import RecipeError
 from ganstop.metrics import classifier, inception
 from ganstop.metrics.registry import REGISTRY, resolve
 from ganstop.paths import cache_root
@@ -74,12 +75,24 @@ def reference_features(ctx, network: str) -> torch.Tensor:
     return ctx.inception_reference_features if network == "inception" else ctx.reference_features
 
 
+def _check_sizes(reference: int, generated: int) -> None:
+    """FID, KID and prdc compare sets of at least 2 images: a run must not train for hours and
+    then fail on its first check or on its test scores."""
+    if reference < 2:
+        raise RecipeError(f"a held-out split of the images (validation or test) holds {reference} image(s), and the "
+                          "image metrics need at least 2: raise dataset.val_fraction / dataset.test_fraction, or add images")
+    if generated < 2:
+        raise RecipeError(f"metrics.n_samples={generated}: the image metrics need at least 2 generated samples")
+
+
 class Scorer:
     """All selected metrics of one recipe, computed from one batch of generated samples."""
 
     def __init__(self, recipe: Recipe, data, device: torch.device):
         self.selection = resolve(recipe)
         self.n_samples = recipe.metrics.n_samples or len(data.val)
+        if data.kind == "image":
+            _check_sizes(len(data.val), self.n_samples)
         self._ctx = Context(recipe, data, device, self.n_samples, self.selection.monitor)
         self.computes = {name: REGISTRY[name].build(self._ctx) for name in self.selection.names}
         self.classifier_accuracy = self._ctx.classifier_accuracy
