@@ -66,3 +66,17 @@ def test_resume_after_a_kill_on_the_gpu(tracking, tmp_path):
     from mlflow.tracking import MlflowClient
 
     assert MlflowClient().get_run(run_id).info.status == "FINISHED"
+
+
+def test_inception_features_on_the_gpu_equal_the_cpus(tmp_path):
+    """The Inception metrics score on the run's device: the same images give the same pool
+    features there as on the CPU (float32 convolutions, cuDNN's algorithms: to 1e-3)."""
+    from test_inception import random_weights
+
+    from ganstop.metrics.inception import Inception
+
+    path = random_weights(tmp_path / "fid-inception-random.pth")
+    images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    cpu = Inception(path, torch.device("cpu")).features(images)
+    gpu = Inception(path, torch.device("cuda")).features(images).cpu()
+    assert torch.allclose(gpu, cpu, rtol=1e-3, atol=1e-4)

@@ -23,12 +23,10 @@ from test_formats import TINY, write_image_folder
 pytestmark = pytest.mark.slow  # Inception-v3 at 299x299 on a CPU: about 0.2 s per image
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> Path:
+def random_weights(path: Path) -> Path:
     """torch-fidelity's FID Inception-v3 with random weights, saved as its release is: a state dict.
     Kaiming-initialised convolutions keep the activations' scale through its 90 layers (the
     default init shrinks the pool features to 1e-8, where every FID is 0)."""
-    path = tmp_path_factory.mktemp("weights") / "fid-inception-random.pth"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         with pytest.MonkeyPatch.context() as patch:  # build the network without loading any weights
@@ -40,6 +38,11 @@ def weights(tmp_path_factory) -> Path:
                 torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
     torch.save(net.state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    return random_weights(tmp_path_factory.mktemp("weights") / "fid-inception-random.pth")
 
 
 class Images(torch.utils.data.Dataset):
