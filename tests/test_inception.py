@@ -4,6 +4,7 @@ checked against torch-fidelity's own ``calculate_metrics`` on that file, and the
 is taken through a ``file://`` URL."""
 
 import os
+import sys
 from pathlib import Path
 
 import mlflow
@@ -139,6 +140,6 @@ def test_weights_that_cannot_be_had_stop_the_run_with_one_line_before_it_starts(
 
 
 def test_a_missing_torch_fidelity_is_one_recipe_error(monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "torch_fidelity.feature_extractor_inceptionv3", None)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)  # what ImportError does
     with pytest.raises(RecipeError, match="pip install 'mlflow-ganstop\\[inception\\]'"):
         inception.standard_url()

@@ -43,11 +43,11 @@ class Embedded(nn.Module):
 
 def _against_reference(metric, ctx, finish: Callable[[object], dict[str, float]], network: str = "classifier") -> Compute:
     metric = metric.to(ctx.device)
-    metric.update(reference_features(ctx, network).double(), real=True)
+    metric.update(reference_features(ctx, network), real=True)
 
     def compute(batch) -> dict[str, float]:
         metric.reset()  # keeps the real features
-        metric.update(batch.features_of(network).double(), real=False)
+        metric.update(batch.features_of(network), real=False)
         return finish(metric)
 
     return compute
@@ -163,7 +163,7 @@ def coverage(ctx) -> Compute:
 
 
 def inception_fid(ctx) -> Compute:
-    """FID on torch-fidelity's Inception-v3 pool features (``metrics.inception``)."""
+    """FID on torch-fidelity's Inception-v3 pool features (``ganstop.metrics.inception``)."""
     metric = FrechetInceptionDistance(feature=Embedded(2048), reset_real_features=False, **ONE_PROCESS)
     return _against_reference(metric, ctx, lambda m: {"inception_fid": float(m.compute())}, "inception")
 
@@ -171,7 +171,7 @@ def inception_fid(ctx) -> Compute:
 def inception_kid(ctx) -> Compute:
     """KID on the same features, with torch-fidelity's subsets (100 of 1,000 samples, fewer
     when fewer samples exist: then every subset holds them all, and KID is the full estimate)."""
-    ctx.inception  # the one-line error when torch-fidelity or the weights are missing, before its imports
+    reference_features(ctx, "inception")  # torch-fidelity or the weights missing: the one-line error, first
     from torch_fidelity.defaults import DEFAULTS
 
     size = min(DEFAULTS["kid_subset_size"], len(ctx.reference), ctx.n_samples)
