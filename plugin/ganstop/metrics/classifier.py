@@ -8,11 +8,12 @@ cached under a fingerprint of the data and the architecture, loaded with weights
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ganstop.checkpoint import save_atomic
 
 ARCHITECTURE = "convnet-v2"  # bump when the network or its training changes: it keys the cache
 FEATURES = 128
@@ -85,7 +86,5 @@ def load_or_train(train: torch.Tensor, train_labels: torch.Tensor, val: torch.Te
         _fit(classifier, train, train_labels, epochs, device)
     acc = accuracy(classifier, val, val_labels)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()}, "accuracy": acc}, tmp)
-    os.replace(tmp, path)
+    save_atomic({"state_dict": {k: v.cpu() for k, v in classifier.state_dict().items()}, "accuracy": acc}, path)
     return classifier, acc

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from ganstop.checkpoint import save_atomic
 from ganstop.errors import RecipeError
 
 FEATURES = "2048"
@@ -126,7 +127,5 @@ class Inception:
             return torch.load(path, map_location=self.device, weights_only=True)
         features = self.features(images)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        torch.save(features.cpu(), tmp)
-        os.replace(tmp, path)
+        save_atomic(features.cpu(), path)
         return features
