@@ -35,6 +35,7 @@ from ganstop.cadence import CheckSchedule
 from ganstop.data import load_data
 from ganstop.metrics.registry import resolve
 from ganstop.metrics.scorer import Scorer
+from ganstop.optim import annealed_epoch
 from ganstop.replay import Curve, replay
 from ganstop.train import Trainer
 
@@ -53,12 +54,13 @@ def curve(name: str, seed: int, scale: float = 1.0) -> dict:
         base = rc.load(name)
         overrides += [("train.max_epochs", max(base.stopping.warmup + 3, int(base.train.max_epochs * scale)))]
     recipe = rc.load(name, overrides)
-    # the stopper does not change the trajectory: what is trained and monitored, and the code that
-    # trains and scores it, key the curve
+    # the stopper does not change the trajectory: what is trained and monitored, the code that
+    # trains and scores it, and the torch build key the curve
     trained = {**recipe.to_dict(), "stopping": resolve(recipe).monitor, "search": None}
     digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode())
     for source in sorted(TRAINING_CODE):
         digest.update((PACKAGE / source).read_bytes())
+    digest.update(torch.__version__.encode())  # another torch build trains another trajectory from the same seed
     key = digest.hexdigest()[:12]
     path = CACHE / f"{name}-seed{seed}-{key}.json"
     if path.is_file():
@@ -106,8 +108,9 @@ def policies(recipe: rc.Recipe) -> dict[str, dict]:
 def score(run: dict, options: dict) -> dict:
     options = dict(options)
     budget = options.pop("budget", None)
-    full = Curve(run["recipe"], checks(run), run["max_epochs"], run["mode"])
-    seen = Curve(run["recipe"], checks(run, budget), run["max_epochs"], run["mode"]) if budget else full
+    annealed_at = annealed_epoch(rc.load(run["recipe"]).decay, run["max_epochs"])  # the stopper sees the LR schedule
+    full = Curve(run["recipe"], checks(run), run["max_epochs"], run["mode"], annealed_at=annealed_at)
+    seen = Curve(run["recipe"], checks(run, budget), run["max_epochs"], run["mode"], annealed_at=annealed_at) if budget else full
     outcome = replay(seen, rc.StoppingConfig(**options))
     return {"stop": outcome.stopped_epoch, "oracle": full.oracle(WITHIN), "budget": run["max_epochs"],
             "gap": full.gap(outcome.best), "best": outcome.best, "best_ever": full.best_ever, "reason": outcome.reason,

@@ -30,6 +30,7 @@ from _report import ROOT, write
 
 from ganstop import recipe as rc
 from ganstop.forecast import fit
+from ganstop.optim import annealed_epoch
 from ganstop.replay import Curve, Outcome, load_curves, replay, summarize
 from ganstop.stopper_search import search
 
@@ -98,7 +99,9 @@ def own_curves(seeds: list[int], seeds_2d: list[int]) -> dict[str, list[tuple[Cu
             run = curve(name, seed, scale)
             monitor = run["monitor"]
             checks = [(h["epoch"], h[monitor], h.get(f"{monitor}_se")) for h in run["history"] if monitor in h]
-            out.setdefault(name, []).append((Curve(f"{name} seed {seed}", checks, run["max_epochs"], run["mode"]),
+            annealed_at = annealed_epoch(rc.load(name).decay, run["max_epochs"])
+            out.setdefault(name, []).append((Curve(f"{name} seed {seed}", checks, run["max_epochs"], run["mode"],
+                                                   annealed_at=annealed_at),
                                              run["history"]))
     return out
 

@@ -65,6 +65,33 @@ def test_an_early_collapse_stops_before_a_tenth_of_the_budget():
     assert stopper.best_epoch == 7
 
 
+def test_a_plateau_while_the_lr_anneals_does_not_stop_the_run():
+    # a ring run under a cosine LR: a fast fall, a plateau at a high LR, then from epoch 56 the
+    # drop the annealing brings; the forecast alone stops on the plateau and keeps a model twice
+    # as bad, while the annealed epoch holds it until the drop is under way
+    rng = random.Random(7)
+    curve = ([0.05 + 0.95 * 0.8 ** e for e in range(1, 30)] + [0.055] * 26
+             + [0.025 + 0.03 * math.exp(-(e - 56) / 10) for e in range(56, 101)])
+    values = [v * (1 + rng.gauss(0, 0.02)) for v in curve]
+    blind = default(100).replay(checks_of(values), last_epoch=100)
+    assert blind.stopped_epoch < 56 and blind.best > 1.5 * min(values)
+    held = EarlyStopper.from_config(rc.StoppingConfig(), "min", max_epochs=100, annealed_at=73)
+    held.replay(checks_of(values), last_epoch=100)
+    assert held.stopped_epoch >= 73 and held.best <= 1.05 * min(values)
+
+
+def test_a_wobble_after_a_long_fall_is_not_a_collapse(monkeypatch):
+    # digits-like: FID falls from 750 to 50 in a dozen epochs, wobbles 10% above that for ten,
+    # then goes on falling for the rest of a 450-epoch budget; a collapse undoes a real share of
+    # the progress, this wobble undoes 1% of it
+    values = ([750 / e ** 1.2 for e in range(1, 12)] + [50.0] + [55.0, 56.0, 54.0, 55.0, 57.0, 55.0, 56.0, 55.0, 54.0, 56.0]
+              + [50 - 25 * (1 - math.exp(-(e - 22) / 150)) for e in range(23, 451)])
+    stopper = default(450).replay(checks_of(values), last_epoch=450)
+    assert stopper.stopped_epoch > 200 and stopper.best < 40
+    monkeypatch.setattr("ganstop.forecast.UNDONE", 0.0)  # judged on its noise alone, the wobble is a turn
+    assert default(450).replay(checks_of(values), last_epoch=450).stopped_epoch < 30
+
+
 def test_a_flat_noisy_curve_stops_early():
     # 20 draws of the noise: a lucky low check early on looks like learning for a while, so the
     # stop is pinned on all of them rather than on one draw

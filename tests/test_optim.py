@@ -48,6 +48,26 @@ def test_every_schedule_ends_at_final_lr(kind):
     assert lrs(kind, final=0.05)[-1] == pytest.approx(0.05)
 
 
+@pytest.mark.parametrize("kind", ["linear", "exponential", "step", "cosine"])
+def test_the_annealed_epoch_is_where_the_lr_has_made_its_share_of_the_decay(kind):
+    from ganstop.recipe import DecayConfig
+
+    got = lrs(kind, final=0.001, epochs=100, step_every=10)  # got[e]: the LR after e epochs
+    epoch = optim.annealed_epoch(DecayConfig(g_schedule=kind, g_final_lr=0.001), 100)
+    bar = 0.001 ** optim.ANNEALED  # a quarter of the way from 1 to 1/1000 on a log scale
+    assert got[epoch] <= bar * (1 + 1e-9) < got[epoch - 1]
+
+
+def test_the_annealed_epoch_waits_for_the_slower_of_the_two_schedules_and_is_none_without_decay():
+    from ganstop.recipe import DecayConfig
+
+    fast, slow = DecayConfig(g_schedule="exponential", g_final_lr=0.001), DecayConfig(d_schedule="cosine", d_final_lr=0.001)
+    both = DecayConfig(g_schedule="exponential", g_final_lr=0.001, d_schedule="cosine", d_final_lr=0.001)
+    assert optim.annealed_epoch(fast, 100) < optim.annealed_epoch(slow, 100) == optim.annealed_epoch(both, 100)
+    assert optim.annealed_epoch(DecayConfig(), 100) is None  # no schedule: the LR never anneals
+    assert optim.annealed_epoch(DecayConfig(g_schedule="cosine", g_final_lr=1.0), 100) is None  # decays to itself
+
+
 def test_ema_weights_differ_from_raw_and_lag_behind():
     net = nn.Linear(3, 3)
     ema = optim.ema(net, decay=0.9)

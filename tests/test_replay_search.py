@@ -60,6 +60,24 @@ def test_replay_needs_curves_and_says_so_in_one_line(tracking, capsys):
     assert code == 2 and "no MLflow experiment named 'nope'" in err
 
 
+def test_each_replayed_run_holds_the_forecast_until_its_own_lr_schedule_annealed(tracking):
+    from ganstop.optim import annealed_epoch
+    from ganstop.stopper_search import curves_from_runs
+
+    client = MlflowClient()
+    experiment_id = client.create_experiment("schedules")
+    ids, now = [], int(time.time() * 1000)
+    for params in ({}, {"decay.g_schedule": "cosine", "decay.g_final_lr": "0.001"}):  # a study's trials differ
+        run = client.create_run(experiment_id)
+        client.log_batch(run.info.run_id, params=[Param("train.max_epochs", "100"), *(Param(k, v) for k, v in params.items())],
+                         metrics=[Metric("fid", 50.0 - epoch / 10, now, epoch) for epoch in range(1, 101)])
+        client.set_terminated(run.info.run_id)
+        ids.append(run.info.run_id)
+    curves = {c.name: c for c in curves_from_runs(rc.load("digits-dcgan"), run_ids=tuple(ids), client=client)}
+    assert curves[ids[0]].annealed_at is None  # digits decays no LR, and the run logged none
+    assert curves[ids[1]].annealed_at == annealed_epoch(rc.DecayConfig(g_schedule="cosine", g_final_lr=0.001), 100) > 50
+
+
 def test_a_censored_run_is_scored_where_its_record_ends():
     checks = [(epoch, 50 - epoch, None) for epoch in range(1, 31)]  # still improving when its own stopper ended it
     censored = Curve("cut", checks, budget=100, censored=True)
@@ -73,5 +91,5 @@ def test_a_censored_run_is_scored_where_its_record_ends():
 def test_every_shipped_curve_file_names_its_source_and_reads_as_curves():
     for path in sorted(CIFAR.parent.glob("*.json")):
         source, curves = load_curves(path)
-        assert "PyTorch-StudioGAN" in source and "commit" in source, path.name
+        assert "License" in source and "commit" in source, path.name
         assert curves and all(c.budget == len(c.checks) >= 8 and c.mode == "min" for c in curves), path.name

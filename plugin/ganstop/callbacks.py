@@ -18,6 +18,7 @@ from ganstop import distributed
 from ganstop.checkpoint import load_first_readable, save_atomic
 from ganstop.metrics.registry import resolve
 from ganstop.metrics.scorer import Scorer
+from ganstop.optim import annealed_epoch
 from ganstop.recipe import Recipe
 from ganstop.stopping import Check, EarlyStopper
 
@@ -64,7 +65,8 @@ class Validation(Callback):
         self.recipe, self.scorer = recipe, scorer
         selection = resolve(recipe)
         self.monitor, self.mode = selection.monitor, selection.mode
-        self.stopper = EarlyStopper.from_config(recipe.stopping, self.mode, max_epochs=recipe.train.max_epochs)
+        self.stopper = EarlyStopper.from_config(recipe.stopping, self.mode, max_epochs=recipe.train.max_epochs,
+                                                annealed_at=annealed_epoch(recipe.decay, recipe.train.max_epochs))
         gen = torch.Generator().manual_seed(recipe.train.seed + 1)
         self.z = torch.randn(n_samples, recipe.model.z_dim, generator=gen).to(device)
         self.best_state: dict | None = None  # {"epoch", "value", "generator": CPU state dict}

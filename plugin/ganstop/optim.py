@@ -34,6 +34,32 @@ def scheduler(opt: torch.optim.Optimizer, kind: str, final_lr: float, max_epochs
     raise ValueError(f"unknown LR schedule {kind!r}")
 
 
+ANNEALED = 0.25  # annealed_epoch: this share of the schedule's decay, on a log scale
+
+
+def annealed_epoch(decay: object, max_epochs: int) -> int | None:
+    """The first epoch by which every decaying LR schedule of ``decay`` (a recipe's decay section)
+    has come down by ANNEALED of its whole decay on a log scale (cosine to 1/1000 over 100
+    epochs: below 18% of its start, at epoch 73); None when no LR decays. Read off torch's own
+    schedulers, stepped as training steps them. The forecast waits for it: GAN curves often
+    drop while the LR anneals, so a plateau or a bump at a high LR says little about the end.
+    Chosen on the 2D recipes' seeds 100-104 (docs/benchmarks.md)."""
+    epochs = []
+    for kind, final in ((decay.g_schedule, decay.g_final_lr), (decay.d_schedule, decay.d_final_lr)):
+        if kind == "none" or final >= 1:
+            continue
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = scheduler(opt, kind, final, max_epochs, decay.step_every)
+        bar = final ** ANNEALED
+        for epoch in range(1, max_epochs + 1):
+            opt.step()
+            sched.step()
+            if sched.get_last_lr()[0] <= bar * (1 + 1e-9):
+                break
+        epochs.append(epoch)
+    return max(epochs) if epochs else None
+
+
 def weight_penalty(module: nn.Module, kind: str) -> torch.Tensor:
     """R(D): L1 or L2 norm of the weight matrices/kernels (biases and norms left alone)."""
     weights = [p for p in module.parameters() if p.ndim > 1]

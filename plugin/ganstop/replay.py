@@ -37,6 +37,7 @@ class Curve:
     budget: int  # the epoch the run's budget ends at
     mode: str = "min"
     censored: bool = False  # ended by its own stopper before the budget: nothing known past the last check
+    annealed_at: int | None = None  # the epoch its LR schedule had annealed by (optim.annealed_epoch); None: no decay
     _fits: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -93,7 +94,7 @@ class Outcome:
 def replay(curve: Curve, config: object, fast: bool = True) -> Outcome:
     """The stopping section ``config`` (a ``recipe.StoppingConfig`` or anything with its fields)
     replayed over ``curve``; ``fast`` reuses the curve's cached forecast fits."""
-    stopper = EarlyStopper.from_config(config, curve.mode, max_epochs=curve.budget)
+    stopper = EarlyStopper.from_config(config, curve.mode, max_epochs=curve.budget, annealed_at=curve.annealed_at)
     fits = curve.fits(stopper.forecast_window) if fast else None
     stopper.replay(curve.checks, curve.checks[-1][0] if curve.censored else curve.budget, fits=fits)
     cut = curve.censored and stopper.stop_reason == StopReason.MAX_EPOCHS

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from ganstop import recipe as rc
 from ganstop.errors import RecipeError
 from ganstop.metrics.registry import resolve
+from ganstop.optim import annealed_epoch
 from ganstop.recipe import Recipe
 from ganstop.replay import Curve, Outcome, replay, summarize
 from ganstop.search import TAG_ROLE, TAG_STUDY, SearchSpace, make_sampler
@@ -65,12 +66,19 @@ def curves_from_runs(recipe: Recipe, experiment: str | None = None, study: str |
         budget = int(run.data.params["train.max_epochs"])
         checks = [(epoch, history[epoch], errors.get(epoch)) for epoch in sorted(history)]
         curves.append(Curve(run.info.run_id, checks, budget, run.data.params.get("mode", selection.mode),
-                            censored=checks[-1][0] < budget))
+                            censored=checks[-1][0] < budget, annealed_at=_annealed_at(recipe, run.data.params, budget)))
     if not curves:
         where = f"study {study!r}" if study else f"experiment {experiment!r}" if experiment else "the runs given"
         raise RecipeError(f"no finished run in {where} logged {selection.monitor} with train.max_epochs; "
                           f"replay needs the curves of finished ganstop runs")
     return curves
+
+
+def _annealed_at(recipe: Recipe, params: dict[str, str], budget: int) -> int | None:
+    """When the run's own LR schedule (its logged ``decay.*``, a study's trials differ) had
+    annealed: the forecast replays as it ran."""
+    logged = {key.split(".", 1)[1]: value for key, value in params.items() if key.startswith("decay.")}
+    return annealed_epoch(rc.DecayConfig.model_validate({**recipe.decay.model_dump(), **logged}), budget)
 
 
 def objective_of(outcomes: list[Outcome], curves: list[Curve], weight: float, quality_only: bool) -> float:

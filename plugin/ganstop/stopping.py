@@ -74,7 +74,10 @@ class Forecast(Criterion):
     what is forecast: a best whose gain over the forecast window (epochs t/2..t), carried on
     log-linearly to the end of the budget, would still beat it by tolerance / LEARNING means
     the run is still learning, whatever the fit says (a step down after a plateau).
-    Needs ``max_epochs``: without a budget there is nothing to forecast to, and it never fires."""
+    Needs ``max_epochs``: without a budget there is nothing to forecast to, and it never fires.
+    With an LR that anneals to the budget it is silent, turns included, before ``annealed_at``:
+    the curve so far was drawn at a higher LR than the end will be (a ring run's plateau at half
+    its budget fell by half as its cosine LR came down)."""
 
     reason = StopReason.FORECAST_NO_GAIN
 
@@ -82,6 +85,8 @@ class Forecast(Criterion):
         return s.max_epochs is not None
 
     def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        if s.annealed_at is not None and s.checks[-1][0] < s.annealed_at:
+            return False
         fit = s.forecast_fit()
         if fit is None:
             return False
@@ -92,7 +97,7 @@ class Forecast(Criterion):
         after_best = bisect_right(s.checks, s.best_epoch, key=_epoch)
         latest = bisect_left(s.checks, (1 - TURN_SHARE) * epoch, key=_epoch)
         recent = s.checks[max(after_best, min(latest, len(s.checks) - 3)):]
-        if fit.turned([sign * v for _, v, _ in recent], sign * s.best, s.tolerance):
+        if fit.turned([sign * v for _, v, _ in recent], sign * s.best, s.tolerance, sign * s.curve[0][1]):
             return True
         if fit.p_gain(sign * s.best, s.tolerance) >= s.confidence:
             return False
@@ -212,6 +217,7 @@ class EarlyStopper:
     criteria: tuple[str, ...] = ("forecast", "patience")
     combine: str = "any"
     max_epochs: int | None = None  # the budget the forecast forecasts to
+    annealed_at: int | None = None  # forecast: silent before this epoch, while the LR anneals (optim.annealed_epoch)
     tolerance: float = 0.05  # forecast: the share of the metric given up to save the rest of the budget
     confidence: float = 0.1  # forecast: stop once a gain beyond the tolerance is less likely than this
     forecast_window: float = 0.5  # forecast: fit the checks of this latest share of the epochs so far
@@ -270,15 +276,17 @@ class EarlyStopper:
         self._since = self.warmup
 
     @classmethod
-    def from_config(cls, config: object, mode: str, max_epochs: int | None = None) -> "EarlyStopper":
+    def from_config(cls, config: object, mode: str, max_epochs: int | None = None,
+                    annealed_at: int | None = None) -> "EarlyStopper":
         """The one place a stopper is built from a recipe's ``stopping`` section (trainer,
-        search, replay, public API); ``max_epochs`` is the budget the forecast looks to.
+        search, replay, public API); ``max_epochs`` is the budget the forecast looks to, and
+        ``annealed_at`` the epoch its LR schedule has annealed by (``optim.annealed_epoch``).
         ``min_delta: auto`` is AUTO_DELTA_SE standard errors."""
-        names = {f.name for f in dataclasses.fields(cls) if f.init} - {"mode", "max_epochs"}
+        names = {f.name for f in dataclasses.fields(cls) if f.init} - {"mode", "max_epochs", "annealed_at"}
         options = {name: getattr(config, name) for name in names if hasattr(config, name)}
         if options.get("min_delta") == "auto":
             options.update(min_delta=AUTO_DELTA_SE, min_delta_mode="se")
-        return cls(mode=mode, max_epochs=max_epochs, **options)
+        return cls(mode=mode, max_epochs=max_epochs, annealed_at=annealed_at, **options)
 
     # ----- comparisons ---------------------------------------------------------------------
     def _better(self, a: float, b: float) -> bool:
