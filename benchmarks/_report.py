@@ -43,15 +43,25 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
+def result_line(result: dict[str, object]) -> str:
+    return "RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+
+
+def publish(title: str, lines: list[str], result: dict[str, object], report: bool = True) -> None:
+    """Print the section and its `RESULT ...` line; with ``report``, also append it to docs/benchmarks.md."""
+    print("\n".join(lines))
+    print(write(title, lines, result) if report else result_line(result))
+
+
 def write(title: str, lines: list[str], result: dict[str, object]) -> str:
     """Append a section to docs/benchmarks.md and return the `RESULT ...` line."""
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    result_line = "RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+    line = result_line(result)
     REPORT.parent.mkdir(exist_ok=True)
     if not REPORT.exists():
         REPORT.write_text(HEADER)
     with REPORT.open("a") as fh:
         fh.write(f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command}`\n\n")
-        fh.write("\n".join(lines) + f"\n\n`{result_line}`\n")
-    return result_line
+        fh.write("\n".join(lines) + f"\n\n`{line}`\n")
+    return line

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _report import ROOT, write
+from _report import ROOT, publish
 
 from ganstop import recipe as rc
 from ganstop.cadence import CheckSchedule
@@ -183,12 +183,8 @@ def main() -> None:
     result = {"within5_runs": own["within5_runs"], "runs": own["runs"], "oracle_ratio_median": own["oracle_ratio_median"],
               "epochs_ratio_median": own["epochs_ratio_median"], "dominated_by_lightning": int(dominated),
               "budget_within5_runs": budgeted["within5_runs"], "budget_oracle_ratio_median": budgeted["oracle_ratio_median"]}
-    print("\n".join(lines))
-    if args.no_report:
-        print("RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-    else:
-        title = "Early stopping: policies replayed on full-budget curves"
-        print(write(title if scale == 1.0 else f"{title} ({scale:g}x each recipe's budget)", lines, result))
+    title = "Early stopping: policies replayed on full-budget curves"
+    publish(title if scale == 1.0 else f"{title} ({scale:g}x each recipe's budget)", lines, result, report=not args.no_report)
 
 
 if __name__ == "__main__":

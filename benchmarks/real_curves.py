@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _report import ROOT, write
+from _report import ROOT, publish
 
 from ganstop import recipe as rc
 from ganstop.forecast import fit
@@ -219,11 +219,7 @@ def main() -> None:
             if name == "digits-dcgan":
                 result["own_within5"], result["own_runs"] = scores["default"]["within5"], scores["default"]["runs"]
                 result["own_compute_median"] = scores["default"]["compute_median"]
-    print("\n".join(lines))
-    if args.no_report:
-        print("RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-    else:
-        print(write("Stopping on real GAN curves: the forecast against Lightning, Prechelt and hindsight", lines, result))
+    publish("Stopping on real GAN curves: the forecast against Lightning, Prechelt and hindsight", lines, result, report=not args.no_report)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import statistics
 
 import numpy as np
 
-from _report import ROOT, write
+from _report import ROOT, publish
 
 from ganstop import recipe as rc
 from ganstop.forecast import noise
@@ -141,11 +141,7 @@ def main() -> None:
              "other half of the curves). In the RESULT line, each learned rule's cheapest threshold that keeps 29 of the 30",
              "CIFAR-10 runs within 5%, and how many of every real run it keeps there (`nan` and -1: no threshold did).", "",
              "| curves | rule | within 5% | budget used (mean) |", "| --- | --- | --- | --- |", *rows, ""]
-    print("\n".join(lines))
-    if args.no_report:
-        print("RESULT " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-    else:
-        print(write("How early could a stopper stop on the real curves: learned rules against the default", lines, result))
+    publish("How early could a stopper stop on the real curves: learned rules against the default", lines, result, report=not args.no_report)
 
 
 if __name__ == "__main__":
