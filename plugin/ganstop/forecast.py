@@ -61,7 +61,8 @@ TURN = 3.0  # a turn: worse than the best by the tolerance plus this many times 
 TURN_SHARE = 0.125  # ... on the median of the checks after the best in this latest share of the epochs
 UNDONE = 0.25  # ... and undid this share of the progress from the first check to the best
 NOISE_FLOOR = 0.02  # no check is known better than this share of its value
-LEARNING = 1.5  # still learning: the best's log-linear pace would gain tolerance / LEARNING by the end
+LEARNING = 1.5  # still learning: the best's log-linear pace would gain tolerance / LEARNING by the end ...
+LEVEL_SHARE = 0.25  # ... or the level of this latest share of the epochs, against the one before, the tolerance
 _MAD_TO_SIGMA = 1.4826
 
 
