@@ -21,6 +21,7 @@ median stop at most 1.5x the oracle epoch, and no Lightning-style setting better
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import statistics
@@ -105,12 +106,18 @@ def policies(recipe: rc.Recipe) -> dict[str, dict]:
     return out
 
 
+@functools.cache
+def annealed_at(name: str, max_epochs: int) -> int | None:
+    """Where the recipe's LR schedule has annealed over ``max_epochs``: the stopper sees it in training too."""
+    return annealed_epoch(rc.load(name).decay, max_epochs)
+
+
 def score(run: dict, options: dict) -> dict:
     options = dict(options)
     budget = options.pop("budget", None)
-    annealed_at = annealed_epoch(rc.load(run["recipe"]).decay, run["max_epochs"])  # the stopper sees the LR schedule
-    full = Curve(run["recipe"], checks(run), run["max_epochs"], run["mode"], annealed_at=annealed_at)
-    seen = Curve(run["recipe"], checks(run, budget), run["max_epochs"], run["mode"], annealed_at=annealed_at) if budget else full
+    annealed = annealed_at(run["recipe"], run["max_epochs"])
+    full = Curve(run["recipe"], checks(run), run["max_epochs"], run["mode"], annealed_at=annealed)
+    seen = Curve(run["recipe"], checks(run, budget), run["max_epochs"], run["mode"], annealed_at=annealed) if budget else full
     outcome = replay(seen, rc.StoppingConfig(**options))
     return {"stop": outcome.stopped_epoch, "oracle": full.oracle(WITHIN), "budget": run["max_epochs"],
             "gap": full.gap(outcome.best), "best": outcome.best, "best_ever": full.best_ever, "reason": outcome.reason,

@@ -30,7 +30,6 @@ from _report import ROOT, publish
 
 from ganstop import recipe as rc
 from ganstop.forecast import fit
-from ganstop.optim import annealed_epoch
 from ganstop.replay import Curve, Outcome, load_curves, replay, summarize
 from ganstop.stopper_search import search
 
@@ -90,7 +89,7 @@ def dominated(scores: dict[str, dict]) -> int:
 def own_curves(seeds: list[int], seeds_2d: list[int]) -> dict[str, list[tuple[Curve, list[dict]]]]:
     """digits at 3x its budget and the 2D recipes at theirs: recipe -> (curve, per-epoch history)
     per seed (trained once, cached)."""
-    from early_stopping import curve
+    from early_stopping import annealed_at, curve
 
     out: dict[str, list[tuple[Curve, list[dict]]]] = {}
     for name in RECIPES:
@@ -99,9 +98,8 @@ def own_curves(seeds: list[int], seeds_2d: list[int]) -> dict[str, list[tuple[Cu
             run = curve(name, seed, scale)
             monitor = run["monitor"]
             checks = [(h["epoch"], h[monitor], h.get(f"{monitor}_se")) for h in run["history"] if monitor in h]
-            annealed_at = annealed_epoch(rc.load(name).decay, run["max_epochs"])
             out.setdefault(name, []).append((Curve(f"{name} seed {seed}", checks, run["max_epochs"], run["mode"],
-                                                   annealed_at=annealed_at),
+                                                   annealed_at=annealed_at(name, run["max_epochs"])),
                                              run["history"]))
     return out
 

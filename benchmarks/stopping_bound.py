@@ -72,11 +72,11 @@ def prefixes(curve: Curve, forecast: bool = False) -> tuple[np.ndarray, np.ndarr
     return X, y
 
 
-def train(curves: list[Curve], kind: str):
+def train(parts: list[tuple[np.ndarray, np.ndarray]], kind: str):
+    """A classifier of ``kind`` on the prefixes of some curves (``prefixes`` of each)."""
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
-    parts = [prefixes(c, "forecast" in kind) for c in curves]
     X, y = np.vstack([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     weight = np.concatenate([np.full(len(p[1]), 100.0 / len(p[1])) for p in parts])  # each curve counts once
     model = (LogisticRegression(C=10.0, max_iter=5000, fit_intercept=False) if kind.startswith("logistic") else
@@ -115,9 +115,12 @@ def main() -> None:
             rows.append(f"| {setname} ({len(curves)}) | default forecast, tolerance {tolerance:g} | {s['within5']}/{s['runs']} | {s['compute_mean']:.0%} |")
         hind = statistics.fmean(c.oracle(0.02) / c.budget for c in curves)
         rows.append(f"| {setname} ({len(curves)}) | hindsight: first check within 2% of the final best | {len(curves)}/{len(curves)} | {hind:.0%} |")
+    data = {(id(c), f): prefixes(c, f) for fold in folds for c in fold for f in (False, True)}  # features, labels
     for kind in KINDS:
-        models = [train(folds[1], kind), train(folds[0], kind)]  # each fold scored by the other's model
-        p_worse = {id(c): models[k].predict_proba(prefixes(c, "forecast" in kind)[0])[:, 1]
+        with_forecast = "forecast" in kind
+        parts = [[data[id(c), with_forecast] for c in fold] for fold in folds]
+        models = [train(parts[1], kind), train(parts[0], kind)]  # each fold scored by the other's model
+        p_worse = {id(c): models[k].predict_proba(data[id(c), with_forecast][0])[:, 1]
                    for k, fold in enumerate(folds) for c in fold}
         scored = {}  # (set, threshold) -> (runs within 5%, mean budget used)
         for setname, member in sets.items():

@@ -347,9 +347,10 @@ class EarlyStopper:
         previous = bisect_left(self.checks, (1 - LEVEL_SHARE) ** 2 * epoch, key=_epoch)
         if len(self.checks) - latest < 3 or latest - previous < 3:
             return False
-        now = statistics.median(c[1] for c in self.checks[latest:])
-        then = statistics.median(c[1] for c in self.checks[previous:latest])
-        return self._gain(now, then) / max(abs(then), 1e-12) * self._windows_left(LEVEL_SHARE) > self.tolerance
+        level = statistics.median(c[1] for c in self.checks[latest:])
+        level_before = statistics.median(c[1] for c in self.checks[previous:latest])
+        level_pace = self._gain(level, level_before) / max(abs(level_before), 1e-12)
+        return level_pace * self._windows_left(LEVEL_SHARE) > self.tolerance
 
     def _windows_left(self, share: float) -> float:
         """How many windows of the latest ``share`` of the epochs fit, log-linearly, in the rest of the budget."""
