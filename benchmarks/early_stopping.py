@@ -32,17 +32,17 @@ import torch
 from _report import ROOT, publish
 
 from ganstop import recipe as rc
-from ganstop.cadence import CheckSchedule
-from ganstop.data import load_data
+from ganstop.training.cadence import CheckSchedule
+from ganstop.data.sets import load_data
 from ganstop.metrics.registry import resolve
 from ganstop.metrics.scorer import Scorer
-from ganstop.optim import annealed_epoch
-from ganstop.replay import Curve, replay
-from ganstop.train import Trainer
+from ganstop.training.optim import annealed_epoch
+from ganstop.stopping.replay import Curve, replay
+from ganstop.training.loop import Trainer
 
 RECIPES = ["digits-dcgan", "ring8-mlp", "grid25-mlp"]
 PACKAGE = ROOT / "plugin" / "ganstop"
-TRAINING_CODE = ["train.py", "gan_step.py", "callbacks.py", "losses.py", "models.py", "data.py", "optim.py", *(f"metrics/{p.name}" for p in (PACKAGE / "metrics").glob("*.py"))]
+TRAINING_CODE = [*(f"training/{m}.py" for m in ("loop", "gan_step", "callbacks", "losses", "models", "optim")), "data/sets.py", *(f"metrics/{p.name}" for p in (PACKAGE / "metrics").glob("*.py"))]
 CACHE = ROOT / "benchmarks" / ".cache" / "curves"
 WITHIN = 0.05
 

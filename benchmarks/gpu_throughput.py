@@ -18,8 +18,8 @@ from _report import write
 from torch import nn
 
 from ganstop import recipe as rc
-from ganstop.data import Data
-from ganstop.gan_step import GANStep
+from ganstop.data.sets import Data
+from ganstop.training.gan_step import GANStep
 
 NZ, NGF, NDF, NC = 100, 64, 64, 3  # the example's defaults
 

@@ -19,11 +19,11 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ganstop import recipe as rc
-from ganstop.data import load_data
+from ganstop.data.sets import load_data
 from ganstop.metrics import manifold, uncertainty
 from ganstop.metrics.image import KID_SUBSETS, Embedded
 from ganstop.metrics.scorer import Scorer
-from ganstop.train import Trainer
+from ganstop.training.loop import Trainer
 
 
 def sync(device: str) -> None:

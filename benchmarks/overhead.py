@@ -24,12 +24,13 @@ import mlflow
 import torch
 from _report import scratch_tracking, write
 
-from ganstop import models, optim, plugins, recipe as rc
-from ganstop.data import load_data
+from ganstop.training import models, optim
+from ganstop import plugins, recipe as rc
+from ganstop.data.sets import load_data
 from ganstop.metrics.scorer import Scorer
-from ganstop.tracking import MlflowLogger, log_model
-from ganstop.losses import r1_penalty
-from ganstop.train import Trainer, resolve_device
+from ganstop.tracking.logger import MlflowLogger, log_model
+from ganstop.training.losses import r1_penalty
+from ganstop.training.loop import Trainer, resolve_device
 
 
 def bare_loop(recipe: rc.Recipe, data, epochs: int, device: torch.device) -> float:

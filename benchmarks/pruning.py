@@ -13,7 +13,7 @@ from pathlib import Path
 from _report import scratch_tracking, write
 
 from ganstop import recipe as rc
-from ganstop import study_runner
+from ganstop.study import runner as study_runner
 
 PRUNER_OPTIONS = dict(startup_trials=3, warmup_steps=0, percentile=25.0, patience=2, lower=None, upper=None,
                       min_resource=1, reduction_factor=3)

@@ -29,9 +29,9 @@ import numpy as np
 from _report import ROOT, publish
 
 from ganstop import recipe as rc
-from ganstop.forecast import fit
-from ganstop.replay import Curve, Outcome, load_curves, replay, summarize
-from ganstop.stopper_search import search
+from ganstop.stopping.forecast import fit
+from ganstop.stopping.replay import Curve, Outcome, load_curves, replay, summarize
+from ganstop.study.replay_search import search
 
 CURVES = ROOT / "benchmarks" / "curves"
 PLOT = ROOT / "docs" / "stopper_tradeoff.png"

@@ -28,8 +28,8 @@ import numpy as np
 from _report import ROOT, publish
 
 from ganstop import recipe as rc
-from ganstop.forecast import noise
-from ganstop.replay import Curve, load_curves, replay, summarize
+from ganstop.stopping.forecast import noise
+from ganstop.stopping.replay import Curve, load_curves, replay, summarize
 
 CURVES = ROOT / "benchmarks" / "curves"
 THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)

@@ -10,7 +10,7 @@ from torch import nn
 
 from conftest import ROOT
 import ganstop
-from ganstop.data import mixture_means, sample_mixture
+from ganstop.data.sets import mixture_means, sample_mixture
 
 
 def readme_loop() -> str:

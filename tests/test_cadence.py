@@ -8,7 +8,7 @@ import torch
 
 from conftest import tiny
 from ganstop import recipe as rc
-from ganstop.cadence import CheckSchedule
+from ganstop.training.cadence import CheckSchedule
 from test_train import RING, Recorder, make_trainer
 
 

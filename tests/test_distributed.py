@@ -39,7 +39,7 @@ DIGITS_SETTINGS = ["--recipe", str(DIGITS), "--set", "model.width=16", "--set", 
 FAULT = '''
 import os
 if int(os.environ.get("RANK", "-1")) == {rank} and os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0":
-    from ganstop import gan_step
+    from ganstop.training import gan_step
 
     original = gan_step.GANStep.train_epoch
 
@@ -138,10 +138,11 @@ def test_every_rank_stops_at_the_same_epoch_whatever_its_own_stopper_says(tmp_pa
     script = tmp_path / "stop.py"
     script.write_text(f'''
 import sys, torch
-from ganstop import distributed, recipe as rc
-from ganstop.data import load_data
+from ganstop.training import distributed
+from ganstop import recipe as rc
+from ganstop.data.sets import load_data
 from ganstop.metrics.scorer import Scorer
-from ganstop.train import Trainer
+from ganstop.training.loop import Trainer
 settings = [("dataset.n_train", 512), ("dataset.n_val", 128), ("train.batch_size", 64), ("train.max_epochs", 5),
             ("model.width", 16), ("stopping.monitor", "swd"), ("stopping.warmup", 0), ("metrics.every", 1),
             ("metrics.n_samples", 0)]
@@ -273,7 +274,7 @@ def test_a_global_batch_that_does_not_split_is_one_line_before_anything_starts(t
 
 
 def test_the_workers_run_the_command_without_the_launchers_own_options():
-    from ganstop.launch import worker_argv
+    from ganstop.tracking.launch import worker_argv
 
     argv = ["train", "--nproc", "2", "--recipe", "x", "--max-restarts=1", "--nproc=4", "--set", "a.b=1"]
     assert worker_argv(argv) == ["train", "--recipe", "x", "--set", "a.b=1"]

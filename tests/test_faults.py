@@ -20,11 +20,11 @@ from mlflow.tracking import MlflowClient
 
 from conftest import ROOT, cli_env, invoke, mlflow_server, tiny, tiny_search_recipe, train_then_kill
 from ganstop import recipe as rc
-from ganstop import runner
-from ganstop.data import load_data
+from ganstop.tracking import runner
+from ganstop.data.sets import load_data
 from ganstop.metrics.scorer import Scorer
-from ganstop.callbacks import Callback
-from ganstop.train import Trainer
+from ganstop.training.callbacks import Callback
+from ganstop.training.loop import Trainer
 
 RING = ROOT / "recipes" / "ring8-mlp.yaml"
 State = optuna.trial.TrialState
@@ -189,7 +189,7 @@ def slow_server():
 def test_a_busy_server_is_reachable_and_a_web_server_that_is_not_mlflow_is_refused(slow_server):
     """The probe must connect fast, not answer fast: a server that accepted the connection and is
     busy (two promotions scoring beside it on 2 cores took over 5 s) is reachable."""
-    from ganstop.tracking import check_reachable
+    from ganstop.tracking.store import check_reachable
 
     previous = mlflow.get_tracking_uri()
     try:
@@ -204,7 +204,7 @@ def test_a_busy_server_is_reachable_and_a_web_server_that_is_not_mlflow_is_refus
 
 STARTS_TOGETHER = """
 import os, sys, time
-from ganstop.tracking import open_store
+from ganstop.tracking.store import open_store
 from mlflow.tracking import MlflowClient
 open(sys.argv[2] + ".ready", "w").close()
 while not os.path.exists(sys.argv[1]):  # every process is imported and waiting: then all go at once
@@ -316,7 +316,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tracking, tmp_path):
 
 
 def test_a_resumed_run_sends_the_epochs_the_killed_process_never_logged(tracking):
-    from ganstop.tracking import MlflowLogger
+    from ganstop.tracking.logger import MlflowLogger
 
     class Killed(Exception):
         pass
@@ -347,7 +347,7 @@ def test_a_resumed_run_sends_the_epochs_the_killed_process_never_logged(tracking
 def test_a_resumed_run_does_not_send_again_the_epochs_it_trains_again(tracking, every):
     """Killed after epoch 3 was logged: with metrics.every=2 the newest checkpoint is epoch 2, and
     with a torn last.pt the fallback is the one before; epoch 3 is trained again either way."""
-    from ganstop.tracking import MlflowLogger
+    from ganstop.tracking.logger import MlflowLogger
 
     class Killed(Exception):
         pass

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from ganstop import recipe as rc
-from ganstop.forecast import EARLIEST, fit, noise
-from ganstop.replay import Curve, load_curves, replay
-from ganstop.stopping import EarlyStopper, StopReason
+from ganstop.stopping.forecast import EARLIEST, fit, noise
+from ganstop.stopping.replay import Curve, load_curves, replay
+from ganstop.stopping.stopper import EarlyStopper
+from ganstop.stopping.criteria import StopReason
 
 CIFAR = Path(__file__).resolve().parents[1] / "benchmarks" / "curves" / "studiogan-cifar10.json"
 
@@ -108,7 +109,7 @@ def test_a_wobble_after_a_long_fall_is_not_a_collapse(monkeypatch):
               + [50 - 25 * (1 - math.exp(-(e - 22) / 150)) for e in range(23, 451)])
     stopper = default(450).replay(checks_of(values), last_epoch=450)
     assert stopper.stopped_epoch > 200 and stopper.best < 40
-    monkeypatch.setattr("ganstop.forecast.UNDONE", 0.0)  # judged on its noise alone, the wobble is a turn
+    monkeypatch.setattr("ganstop.stopping.forecast.UNDONE", 0.0)  # judged on its noise alone, the wobble is a turn
     assert default(450).replay(checks_of(values), last_epoch=450).stopped_epoch < 30
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from conftest import all_runs, invoke
-from ganstop import formats
+from ganstop.data import formats
 from ganstop.recipe import RecipeError
 
 N_CLASSES = 3

@@ -10,9 +10,9 @@ import torch
 
 from conftest import ROOT, cli_env, tiny, train_then_kill
 from ganstop import recipe as rc
-from ganstop.data import load_data
+from ganstop.data.sets import load_data
 from ganstop.metrics.scorer import Scorer
-from ganstop.train import Trainer
+from ganstop.training.loop import Trainer
 
 pytestmark = pytest.mark.gpu
 DIGITS = ROOT / "recipes" / "digits-dcgan.yaml"

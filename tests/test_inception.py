@@ -15,7 +15,7 @@ from torch_fidelity import feature_extractor_inceptionv3 as fidelity_inception
 
 from conftest import all_runs, invoke
 from ganstop import recipe as rc
-from ganstop.data import Data
+from ganstop.data.sets import Data
 from ganstop.metrics import inception
 from ganstop.metrics.scorer import Scorer
 from ganstop.recipe import RecipeError

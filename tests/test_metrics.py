@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ganstop import recipe as rc
-from ganstop.data import load_data, mixture_means, sample_mixture
+from ganstop.data.sets import load_data, mixture_means, sample_mixture
 from ganstop.metrics.mixture import mode_metrics
 from ganstop.metrics.scorer import Scorer
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from ganstop import optim
+from ganstop.training import optim
 
 
 def lrs(kind: str, final: float = 0.1, epochs: int = 20, step_every: int = 5) -> list[float]:

@@ -17,7 +17,7 @@ import yaml
 from conftest import ROOT, cli_env, invoke, mlflow_run, tiny
 from ganstop import plugins
 from ganstop import recipe as rc
-from ganstop.data import load_data
+from ganstop.data.sets import load_data
 
 EXAMPLE = ROOT / "examples" / "sngan-plugin"
 
@@ -103,7 +103,7 @@ def test_a_broken_plugin_is_one_line_naming_it(site, capsys):
     with pytest.raises(rc.RecipeError, match="takes the name of a recipe section"):
         plugins.load("losses", "model")
     code, out, _ = invoke(["plugins"], capsys)  # listed, even though it cannot be used
-    assert code == 0 and "  typo             typo_gan:family" in out and "  dcgan            ganstop.models:dcgan" in out
+    assert code == 0 and "  typo             typo_gan:family" in out and "  dcgan            ganstop.training.models:dcgan" in out
 
 
 def test_plugin_sections_are_validated_set_and_logged_like_built_ins(example):
@@ -127,7 +127,7 @@ def test_plugin_sections_are_validated_set_and_logged_like_built_ins(example):
 
 
 def test_the_example_family_and_loss_train_and_its_dataset_reads_npz(example, tmp_path):
-    from ganstop import models
+    from ganstop.training import models
 
     recipe = rc.load(EXAMPLE / "recipes" / "digits-sngan.yaml", [("sngan.channels", 16)])
     for shape in [(1, 8, 8), (3, 32, 32), (3, 12, 12)]:

@@ -91,7 +91,7 @@ def test_promotion_generation_and_plugins(remote, tmp_path, capsys):
 
     # the `gan` scorer, found by MLflow through the package's entry point
     from ganstop import recipe as rc
-    from ganstop.data import load_data
+    from ganstop.data.sets import load_data
 
     recipe = rc.load(None, [("metrics.classifier_epochs", 3), ("stopping.warmup", 0)])
     data = load_data(recipe)
@@ -104,7 +104,7 @@ def test_promotion_generation_and_plugins(remote, tmp_path, capsys):
     assert logged.data.metrics["fid"] == pytest.approx(result.metrics["fid"])
     # ... and the run-context provider, applied by MLflow to a run ganstop did not start itself
     assert logged.data.tags["ganstop.version"] and logged.data.tags["ganstop.torch_version"]
-    from ganstop.context import gpu_name
+    from ganstop.tracking.context import gpu_name
 
     assert logged.data.tags["ganstop.gpu"] == gpu_name()
 
@@ -134,7 +134,7 @@ def test_the_run_context_provider_never_initialises_cuda(monkeypatch):
     """It runs in every MLflow run on the machine; initialising CUDA there breaks later forks."""
     import torch
 
-    from ganstop.context import GanstopRunContext
+    from ganstop.tracking.context import GanstopRunContext
 
     def no_init():
         raise AssertionError("the run-context provider initialised CUDA")

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from conftest import invoke
 from ganstop import recipe as rc
-from ganstop.replay import Curve, load_curves, replay
+from ganstop.stopping.replay import Curve, load_curves, replay
 
 CIFAR = Path(__file__).resolve().parents[1] / "benchmarks" / "curves" / "studiogan-cifar10.json"
 
@@ -61,8 +61,8 @@ def test_replay_needs_curves_and_says_so_in_one_line(tracking, capsys):
 
 
 def test_each_replayed_run_holds_the_forecast_until_its_own_lr_schedule_annealed(tracking):
-    from ganstop.optim import annealed_epoch
-    from ganstop.stopper_search import curves_from_runs
+    from ganstop.training.optim import annealed_epoch
+    from ganstop.study.replay_search import curves_from_runs
 
     client = MlflowClient()
     experiment_id = client.create_experiment("schedules")

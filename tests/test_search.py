@@ -3,7 +3,9 @@ import pytest
 
 from conftest import ROOT
 from ganstop import recipe as rc
-from ganstop.search import Objective, SearchSpace, make_pruner
+from ganstop.study.objective import Objective
+from ganstop.study.space import SearchSpace
+from ganstop.study.pruners import make_pruner
 
 RING = ROOT / "recipes" / "ring8-mlp.yaml"
 
@@ -100,8 +102,8 @@ def test_objective_charges_for_compute_unless_quality_only():
 
 
 def test_pruning_reports_the_objective_so_far_on_the_final_values_scale():
-    from ganstop.search import OptunaPruning
-    from ganstop.stopping import Check
+    from ganstop.study.objective import OptunaPruning
+    from ganstop.stopping.stopper import Check
 
     recipe = rc.load(None, [("train.max_epochs", 10)])
     objective = Objective(recipe, SearchSpace({}, compute_weight=1.0), "fid", "min", "p", "0", "s", client=None)
@@ -115,8 +117,8 @@ def test_pruning_reports_the_objective_so_far_on_the_final_values_scale():
 
 
 def test_the_sampler_has_its_own_seed_and_workers_never_share_one():
-    from ganstop.search import make_sampler
-    from ganstop.study_runner import _worker_commands
+    from ganstop.study.space import make_sampler
+    from ganstop.study.runner import _worker_commands
 
     space = SearchSpace.from_recipe(rc.load(RING))
 
@@ -138,10 +140,10 @@ def test_a_slow_tracking_server_still_gives_a_study_one_parent(tracking, tmp_pat
 
     from mlflow.tracking import MlflowClient
 
-    from ganstop import search
+    from ganstop.study import objective, storage as study_storage
 
-    monkeypatch.setattr(search, "PARENT_WAIT_SECONDS", 0.5)
-    storage = search.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
+    monkeypatch.setattr(objective, "PARENT_WAIT_SECONDS", 0.5)
+    storage = study_storage.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
 
     class SlowServer(MlflowClient):
         def create_run(self, *args, **kwargs):
@@ -151,8 +153,8 @@ def test_a_slow_tracking_server_still_gives_a_study_one_parent(tracking, tmp_pat
     opened = []
 
     def open_one():
-        opened.append(search.open_study("slow", storage, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(),
-                                        "minimize", "0", SlowServer()))
+        opened.append(objective.open_study("slow", storage, optuna.samplers.RandomSampler(), optuna.pruners.NopPruner(),
+                                           "minimize", "0", SlowServer()))
 
     threads = [threading.Thread(target=open_one) for _ in range(3)]
     for thread in threads:
@@ -169,7 +171,7 @@ def _racing_storage(monkeypatch, error):
     worker is creating the same fresh database's tables."""
     import sqlalchemy
 
-    from ganstop import search
+    from ganstop.study import storage
 
     real, calls = optuna.storages.RDBStorage, []
 
@@ -180,7 +182,7 @@ def _racing_storage(monkeypatch, error):
         return real(url, **kwargs)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
-    monkeypatch.setattr(search.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(storage.time, "sleep", lambda seconds: None)
     return calls
 
 
@@ -188,20 +190,20 @@ def test_a_worker_that_loses_the_race_to_create_the_schema_opens_the_winners(mon
     """Seen on PostgreSQL with 6 workers starting on a busy machine: `DuplicateTable`, exit 2."""
     import psycopg
 
-    from ganstop import search
+    from ganstop.study.storage import make_storage
 
     calls = _racing_storage(monkeypatch, psycopg.errors.DuplicateTable('relation "studies" already exists'))
-    storage = search.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
+    storage = make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
     assert len(calls) == 2 and storage.get_all_studies() == []
 
 
 def test_other_database_errors_are_one_line_at_once(monkeypatch, tmp_path):
     import psycopg
 
-    from ganstop import search
     from ganstop.errors import RecipeError
+    from ganstop.study.storage import make_storage
 
     calls = _racing_storage(monkeypatch, psycopg.errors.InsufficientPrivilege("permission denied for schema public"))
     with pytest.raises(RecipeError, match="cannot open storage .*permission denied"):
-        search.make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
+        make_storage(f"sqlite:///{tmp_path / 'optuna.db'}", 10, 30, 0)
     assert len(calls) == 1

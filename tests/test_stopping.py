@@ -4,7 +4,8 @@ import random
 import pytest
 
 from ganstop import recipe as rc
-from ganstop.stopping import AUTO_DELTA_SE, Check, EarlyStopper, StopReason
+from ganstop.stopping.stopper import AUTO_DELTA_SE, Check, EarlyStopper
+from ganstop.stopping.criteria import StopReason
 
 
 def feed(stopper: EarlyStopper, values, start: int = 1):

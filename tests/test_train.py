@@ -5,11 +5,11 @@ import torch
 
 from conftest import ROOT, tiny
 from ganstop import recipe as rc
-from ganstop.data import load_data
+from ganstop.data.sets import load_data
 from ganstop.metrics.scorer import Scorer
-from ganstop.stopping import StopReason
-from ganstop.callbacks import Callback
-from ganstop.train import Trainer, resolve_device
+from ganstop.stopping.criteria import StopReason
+from ganstop.training.callbacks import Callback
+from ganstop.training.loop import Trainer, resolve_device
 
 RING = ROOT / "recipes" / "ring8-mlp.yaml"
 
@@ -190,7 +190,7 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 @pytest.mark.parametrize("family, shape", [("mlp", (2,)), ("dcgan", (1, 8, 8)), ("dcgan", (3, 32, 32))])
 @pytest.mark.parametrize("norm", ["batch", "none", "spectral"])
 def test_every_family_and_discriminator_norm_trains_a_step(family, shape, norm):
-    from ganstop import models
+    from ganstop.training import models
 
     recipe = rc.Recipe(model=rc.ModelConfig(family=family, z_dim=8, width=16, depth=2, d_norm=norm))
     G, D = models.build(recipe, shape)
@@ -236,7 +236,7 @@ def test_a_nan_at_the_first_check_stops_or_runs_on_without_crashing(tmp_path, ch
 
 
 def test_r1_penalty_is_the_squared_gradient_norm_on_real_data(tmp_path):
-    from ganstop.losses import r1_penalty as _r1_penalty
+    from ganstop.training.losses import r1_penalty as _r1_penalty
 
     linear = torch.nn.Linear(2, 1)
     real = torch.randn(16, 2, requires_grad=True)
@@ -251,7 +251,7 @@ def test_r1_penalty_is_the_squared_gradient_norm_on_real_data(tmp_path):
 
 
 def test_the_test_split_is_disjoint_and_scores_only_the_final_generator(tmp_path):
-    from ganstop.data import _split
+    from ganstop.data.sets import _split
 
     index = torch.arange(100).float().view(100, 1, 1, 1)
     data = _split(index, torch.arange(100) % 2, 0.2, 0.1, seed=0)
@@ -272,7 +272,7 @@ def test_the_test_split_is_disjoint_and_scores_only_the_final_generator(tmp_path
 
 
 def test_wgan_gp_penalty_is_zero_for_a_unit_gradient_and_grows_away_from_it():
-    from ganstop.losses import gradient_penalty
+    from ganstop.training.losses import gradient_penalty
 
     real, fake = torch.randn(64, 2), torch.randn(64, 2)
     for scale, expected in ((1.0, 0.0), (3.0, 4.0)):

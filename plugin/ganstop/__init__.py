@@ -17,8 +17,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0.0.0"
 
 _EXPORTS = {"QualityMonitor": ("ganstop.api", "QualityMonitor"), "MlflowTracker": ("ganstop.api", "MlflowTracker"),
-            "EarlyStopper": ("ganstop.stopping", "EarlyStopper"), "Check": ("ganstop.stopping", "Check"),
-            "StopReason": ("ganstop.stopping", "StopReason"), "log_generator": ("ganstop.tracking", "log_model")}
+            "EarlyStopper": ("ganstop.stopping.stopper", "EarlyStopper"), "Check": ("ganstop.stopping.stopper", "Check"),
+            "StopReason": ("ganstop.stopping.criteria", "StopReason"), "log_generator": ("ganstop.tracking.logger", "log_model")}
 __all__ = [*_EXPORTS, "__version__"]
 
 

@@ -22,11 +22,11 @@ from mlflow.entities import Metric as MlflowMetric
 from mlflow.tracking import MlflowClient
 from torch import nn
 
-from ganstop import plots
+from ganstop.tracking import plots
 from ganstop.metrics.registry import REGISTRY, outputs
 from ganstop.metrics.scorer import Batch
-from ganstop.stopping import EarlyStopper
-from ganstop.tracking import TAG_MODEL_URI, log_bytes, log_model, log_outcome
+from ganstop.stopping.stopper import EarlyStopper
+from ganstop.tracking.logger import TAG_MODEL_URI, log_bytes, log_model, log_outcome
 
 IMAGE_METRICS = ("fid", "kid")  # coverage needs ganstop's own classifier head
 POINT_METRICS = ("modes", "swd")

@@ -89,10 +89,10 @@ def cli() -> None:
               help="With --nproc: restart the group after a failure this many times, from the last checkpoint.")
 def train(recipe, experiment_name, run_name, progress, resume_run, nproc, max_restarts) -> None:
     """Train one GAN, stop on held-out sample quality, log the best-epoch generator."""
-    from ganstop import distributed
+    from ganstop.training import distributed
 
     if nproc > 1 and not distributed.launched():
-        from ganstop import launch
+        from ganstop.tracking import launch
 
         launch.train(recipe, nproc, max_restarts, experiment_name, run_name, resume_run, _ARGV)
     else:
@@ -103,8 +103,9 @@ def _train(recipe, experiment_name, run_name, progress, resume_run) -> None:
     """One process of the run: the only one, or one rank under torchrun (rank 0 tracks)."""
     import mlflow
 
-    from ganstop import distributed, runner
-    from ganstop.tracking import check_reachable
+    from ganstop.training import distributed
+    from ganstop.tracking import runner
+    from ganstop.tracking.store import check_reachable
 
     runner.join(recipe)
     if distributed.is_main():
@@ -168,24 +169,27 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
          prune_percentile, prune_patience, prune_lower, prune_upper, min_resource, reduction_factor, objective,
          workers, heartbeat, grace, retry_failed, sampler_seed, experiment_name, progress, nproc) -> None:
     """Search stopping and decay parameters with Optuna; one nested MLflow run per trial."""
-    from ganstop import distributed, search, study_runner
+    from ganstop.study import runner as study_runner
+    from ganstop.study.objective import follow
+    from ganstop.study.space import SearchSpace
+    from ganstop.training import distributed
 
     if nproc > 1 and (workers or 1) > 1:
         raise click.UsageError("--nproc trains each trial on several processes, --workers runs several trials at "
                                "once: use one of them")
     if nproc > 1 and not distributed.launched():
-        from ganstop import launch
+        from ganstop.tracking import launch
 
-        search.SearchSpace.from_recipe(recipe)
+        SearchSpace.from_recipe(recipe)
         launch.check(recipe, nproc)
         launch.spawn(nproc, 0, _ARGV)
         return
     if distributed.launched():
-        from ganstop import runner
+        from ganstop.tracking import runner
 
         runner.join(recipe)
         if not distributed.is_main():  # rank 0 runs the study; the others train its trials beside it
-            search.follow(recipe)
+            follow(recipe)
             distributed.leave()
             return
     pruner_options = dict(startup_trials=prune_startup_trials, warmup_steps=prune_warmup_epochs,
@@ -215,16 +219,16 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
               help="MLflow experiment of the replay run (default: the one replayed, else the active one).")
 def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed, objective, experiment_name) -> None:
     """Search the recipe's stopping.* space on finished runs' logged curves, training nothing."""
-    from ganstop import stopper_search
-    from ganstop.tracking import check_reachable
+    from ganstop.study import replay_search
+    from ganstop.tracking.store import check_reachable
 
     if not (from_experiment or from_study or run_ids):
         raise click.UsageError("name the curves to replay: --from-experiment, --from-study or --from-run")
     check_reachable()
-    found = stopper_search.run(recipe, experiment=from_experiment, study=from_study, run_ids=tuple(run_ids),
-                               n_trials=n_trials, sampler_seed=sampler_seed, quality_only=objective == "quality",
-                               experiment_name=experiment_name)
-    click.echo(stopper_search.describe(found))
+    found = replay_search.run(recipe, experiment=from_experiment, study=from_study, run_ids=tuple(run_ids),
+                              n_trials=n_trials, sampler_seed=sampler_seed, quality_only=objective == "quality",
+                              experiment_name=experiment_name)
+    click.echo(replay_search.describe(found))
 
 
 @cli.command()
@@ -233,7 +237,7 @@ def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed,
 @click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
 def gc(older_than, dry_run) -> None:
     """Remove old runs' checkpoints from the local cache ($GANSTOP_CACHE/checkpoints)."""
-    from ganstop import checkpoint
+    from ganstop.training import checkpoint
     from ganstop.paths import cache_root
 
     removed = checkpoint.collect_garbage(cache_root() / "checkpoints", older_than, dry_run)
@@ -267,7 +271,7 @@ def list_plugins() -> None:
                    "images and mode_error for 2D).")
 def promote(model_name, study_name, storage, run_id, n_samples, seed, dry_run, metric) -> None:
     """Register a generator; make it @champion only if it beats the current one on the test split."""
-    from ganstop import promote as promote_mod
+    from ganstop.study import promote as promote_mod
 
     decision = promote_mod.promote(model_name, run_id=run_id, study_name=study_name, storage=storage,
                                    dry_run=dry_run, n_samples=n_samples, seed=seed or 0, metric=metric)
@@ -284,7 +288,7 @@ def generate(model_uri, n, seed, out, out_npy) -> None:
     """Write a grid (or 2D scatter) of samples from a logged or registered generator."""
     from pathlib import Path
 
-    from ganstop.generate import generate as run_generate
+    from ganstop.tracking.generate import generate as run_generate
 
     samples = run_generate(model_uri, n, seed, Path(out), Path(out_npy) if out_npy else None)
     click.echo(f"{len(samples)} samples of shape {tuple(samples.shape[1:])} from {model_uri} -> {out}"
@@ -298,7 +302,7 @@ def _discard_mlflow_run() -> None:
     terminated-status check compares a string to ints), so a detached helper waits for that
     and deletes the run then.
     """
-    from ganstop import distributed
+    from ganstop.training import distributed
 
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id and not distributed.launched():  # a worker's run belongs to its launcher

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from ganstop.data import Data
+    from ganstop.data.sets import Data
     from ganstop.recipe import Recipe
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class ModelFamily:
 
 @dataclass(frozen=True)
 class Dataset:
-    """``load(recipe, options) -> ganstop.data.Data``: train, validation and test splits
-    (``ganstop.data.image_data`` makes them from one tensor of images and labels)."""
+    """``load(recipe, options) -> ganstop.data.sets.Data``: train, validation and test splits
+    (``ganstop.data.sets.image_data`` makes them from one tensor of images and labels)."""
 
     load: Callable[[Recipe, Any], Data]
     kind: str  # "image" (NCHW in [-1, 1], with labels for the feature classifier) | "points"

@@ -21,7 +21,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from ganstop import plugins
 from ganstop.errors import RecipeError, suggest
 from ganstop.metrics import registry
-from ganstop.stopping import CRITERIA
+from ganstop.stopping.criteria import CRITERIA
 
 
 def _unset(value: Any) -> Any:
@@ -151,7 +151,7 @@ class EmaConfig(Section):
 
 
 class StoppingConfig(Section):
-    # Names and meanings as in Keras/Lightning; see ganstop.stopping for the criteria.
+    # Names and meanings as in Keras/Lightning; see ganstop.stopping.criteria.
     monitor: str = ""  # empty: the dataset's headline metric (fid for images, mode_error for 2D)
     mode: Literal["auto", "min", "max"] = "auto"  # auto: from the metric
     # forecast (budget-aware, the default) | patience | trend | gl | pq | up

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ganstop.checkpoint import save_atomic
+from ganstop.paths import save_atomic
 
 ARCHITECTURE = "convnet-v2"  # bump when the network or its training changes: it keys the cache
 FEATURES = 128

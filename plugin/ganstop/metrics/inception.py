@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from ganstop.checkpoint import save_atomic
+from ganstop.paths import save_atomic
 from ganstop.errors import RecipeError
 
 FEATURES = "2048"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganstop.data import image_data
+from ganstop.data.sets import image_data
 from ganstop.errors import RecipeError
 from ganstop.plugins import Dataset
 from ganstop.recipe import Recipe, Section

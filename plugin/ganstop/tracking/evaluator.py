@@ -13,7 +13,7 @@ from mlflow.models.evaluation import EvaluationResult, ModelEvaluator
 from mlflow.tracking import MlflowClient
 
 from ganstop import recipe as rc
-from ganstop.data import Data, load_data
+from ganstop.data.sets import Data, load_data
 from ganstop.metrics.scorer import Scorer
 
 

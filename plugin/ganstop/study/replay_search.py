@@ -2,10 +2,10 @@
 
 A stopping rule does not change training before its stop, so every setting of the recipe's
 ``stopping.*`` search space can be scored exactly on logged ``<monitor>`` histories. Each Optuna
-trial replays every curve (``ganstop.replay``) and returns the objective ``ganstop tune`` uses,
+trial replays every curve (``ganstop.stopping.replay``) and returns the objective ``ganstop tune`` uses,
 averaged over the curves: the best value kept plus ``search.compute_weight`` x the share of the
 budget spent. Runs that their own stopper (or a pruner) ended early are censored: see
-``ganstop.replay``. The study is logged as one MLflow run with the best stopping section as a
+``ganstop.stopping.replay``. The study is logged as one MLflow run with the best stopping section as a
 recipe snippet, the trials table and the compute-against-quality Pareto plot.
 """
 
@@ -24,10 +24,11 @@ from mlflow.tracking import MlflowClient
 from ganstop import recipe as rc
 from ganstop.errors import RecipeError
 from ganstop.metrics.registry import resolve
-from ganstop.optim import annealed_epoch
+from ganstop.training.optim import annealed_epoch
 from ganstop.recipe import Recipe
-from ganstop.replay import Curve, Outcome, replay, summarize
-from ganstop.search import TAG_ROLE, TAG_STUDY, SearchSpace, make_sampler
+from ganstop.stopping.replay import Curve, Outcome, replay, summarize
+from ganstop.study.tags import TAG_ROLE, TAG_STUDY
+from ganstop.study.space import SearchSpace, make_sampler
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ganstop import distributed
+from ganstop.training import distributed
 
 
 class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):

@@ -2,8 +2,8 @@
 
 A small state machine that the train loop, the Optuna objective, the replay and the tests drive
 with plain numbers, and that a checkpoint restores through ``state_dict``. Each criterion is a
-small class over the stopper's state (the shape of EarlyStopping.jl), and ``criteria`` +
-``combine`` compose them. The default is the budget-aware ``forecast`` (``ganstop.forecast``):
+small class over the stopper's state (``criteria``, the shape of EarlyStopping.jl), and ``criteria`` +
+``combine`` compose them. The default is the budget-aware ``forecast`` (``forecast``):
 stop when the rest of the budget is unlikely to gain more than ``tolerance``. Beside it,
 Keras/Lightning's ``patience`` (off unless set), Prechelt's (1998) GL/PQ/UP and a robust trend
 rule; option names follow Keras/Lightning (``patience``, ``min_delta``, ``baseline``,
@@ -22,159 +22,13 @@ import math
 import statistics
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import TYPE_CHECKING, Callable, Iterable
 
+from ganstop.stopping.criteria import CRITERIA, StopReason, better, epoch_of
+
 if TYPE_CHECKING:
-    from ganstop.forecast import Fit
+    from ganstop.stopping.forecast import Fit
 
-
-def _epoch(check: tuple[int, float, float | None]) -> int:
-    return check[0]
-
-
-def better(a: float, b: float, mode: str) -> bool:
-    """Whether ``a`` is strictly better than ``b`` for a metric whose direction is ``mode``."""
-    return a < b if mode == "min" else a > b
-
-
-class StopReason(str, Enum):
-    FORECAST_NO_GAIN = "forecast_no_gain"
-    PATIENCE_EXHAUSTED = "patience_exhausted"
-    TREND_FLAT = "trend_flat"
-    GENERALIZATION_LOSS = "generalization_loss"
-    PROGRESS_QUOTIENT = "progress_quotient"
-    SUCCESSIVE_WORSENING = "successive_worsening"
-    STOPPING_THRESHOLD = "stopping_threshold"
-    DIVERGENCE_THRESHOLD = "divergence_threshold"
-    NON_FINITE_METRIC = "non_finite_metric"
-    NON_FINITE_LOSS = "non_finite_loss"
-    MAX_EPOCHS = "max_epochs"
-
-
-# ----- the criteria: each a small rule over the stopper's state (EarlyStopping.jl's shape) ------
-class Criterion:
-    """One stopping rule: ``fires(s, improved)`` says whether it wants to stop at the stopper's
-    latest check. ``active(s)`` is False for a rule switched off by its options."""
-
-    reason: StopReason
-
-    def active(self, s: "EarlyStopper") -> bool:
-        return True
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        raise NotImplementedError
-
-
-class Forecast(Criterion):
-    """Budget-aware: P(the rest of the budget beats the best by more than ``tolerance`` x |best|)
-    fell below ``confidence``, by the curve ensemble of ``ganstop.forecast``. A curve that turned
-    (its checks since the best sit well above it: ``Fit.turned``) stops at once; a flat one stops
-    from EARLIEST of the budget on; a curve still falling steeply goes on. What was seen outranks
-    what is forecast: a best whose gain over the forecast window (epochs t/2..t), carried on
-    log-linearly to the end of the budget, would still beat it by tolerance / LEARNING means
-    the run is still learning, whatever the fit says (a step down after a plateau).
-    Needs ``max_epochs``: without a budget there is nothing to forecast to, and it never fires.
-    With an LR that anneals to the budget it is silent, turns included, before ``annealed_at``:
-    the curve so far was drawn at a higher LR than the end will be (a ring run's plateau at half
-    its budget fell by half as its cosine LR came down)."""
-
-    reason = StopReason.FORECAST_NO_GAIN
-
-    def active(self, s: "EarlyStopper") -> bool:
-        return s.max_epochs is not None
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        if s.annealed_at is not None and s.checks[-1][0] < s.annealed_at:
-            return False
-        fit = s.forecast_fit()
-        if fit is None:
-            return False
-        from ganstop.forecast import EARLIEST, TURN_SHARE
-
-        sign, epoch = (1.0 if s.mode == "min" else -1.0), s.checks[-1][0]
-        # the checks after the best in the latest TURN_SHARE of the epochs, at least 3 of them
-        after_best = bisect_right(s.checks, s.best_epoch, key=_epoch)
-        latest = bisect_left(s.checks, (1 - TURN_SHARE) * epoch, key=_epoch)
-        recent = s.checks[max(after_best, min(latest, len(s.checks) - 3)):]
-        if fit.turned([sign * v for _, v, _ in recent], sign * s.best, s.tolerance, sign * s.curve[0][1]):
-            return True
-        if fit.p_gain(sign * s.best, s.tolerance) >= s.confidence:
-            return False
-        return fit.share >= EARLIEST and not s._still_learning()
-
-
-class Patience(Criterion):
-    """Keras/Lightning: ``patience`` epochs without a ``min_delta`` gain, and not before
-    ``patience_increase`` x the last improvement's epoch. Off while ``patience`` is None."""
-
-    reason = StopReason.PATIENCE_EXHAUSTED
-
-    def active(self, s: "EarlyStopper") -> bool:
-        return s.patience is not None
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        return not improved and s.wait >= s.patience and not s._increase_waits(s.checks[-1][0])
-
-
-class Trend(Criterion):
-    """A Theil-Sen slope over the checks of the last ``window`` epochs (at least 3), projected
-    over ``patience`` epochs (``window`` when patience is off), gains no more than min_delta."""
-
-    reason = StopReason.TREND_FLAT
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        last = s.checks[-1][0]
-        if s.checks[0][0] > last - s.window + 1 or len(s.checks) < 3:
-            return False
-        from scipy.stats import theilslopes  # the stopper stays importable without scipy's load time
-
-        recent = [c for c in s.checks if c[0] > last - s.window]
-        recent = recent if len(recent) >= 3 else s.checks[-3:]
-        slope = theilslopes([c[1] for c in recent], [c[0] for c in recent]).slope
-        horizon = max(s.patience if s.patience is not None else s.window, 1)
-        projected = -slope * horizon if s.mode == "min" else slope * horizon
-        se = recent[-1][2]
-        return projected <= s._delta(s.best, se, se)
-
-
-class GeneralizationLoss(Criterion):
-    """Prechelt's GL_alpha: more than ``gl_alpha`` percent worse than the best."""
-
-    reason = StopReason.GENERALIZATION_LOSS
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        return s._generalization_loss(s.checks[-1][1]) > s.gl_alpha
-
-
-class ProgressQuotient(Criterion):
-    """Prechelt's PQ_alpha: GL over the progress of the strip before this check (which this
-    check must not inflate)."""
-
-    reason = StopReason.PROGRESS_QUOTIENT
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        epoch, value, _ = s.checks[-1]
-        if s.checks[0][0] > epoch - s.strip:
-            return False
-        strip = [v for e, v, _ in s.checks[:-1] if e >= epoch - s.strip] or [s.checks[-2][1]]
-        gl, progress = s._generalization_loss(value), s._progress(strip)
-        return gl > 0 and (progress == 0 or gl / progress > s.pq_alpha)
-
-
-class SuccessiveWorsening(Criterion):
-    """Prechelt's UP_s: the values at the ends of the last ``up_strips`` strips each got worse."""
-
-    reason = StopReason.SUCCESSIVE_WORSENING
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        epoch = s.checks[-1][0]
-        ends = [s._value_at(epoch - i * s.strip) for i in range(s.up_strips + 1)]
-        return None not in ends and all(s._gain(a, b) < 0 for a, b in zip(ends, ends[1:]))
-
-
-CRITERIA: dict[str, Criterion] = {"forecast": Forecast(), "patience": Patience(), "trend": Trend(),
-                                  "gl": GeneralizationLoss(), "pq": ProgressQuotient(), "up": SuccessiveWorsening()}
 AUTO_DELTA_SE = 1.0  # `min_delta: auto`: a gain counts when above the standard error of the difference
 DELTA_MODES = ("absolute", "relative", "se")
 DELTA_REFERENCES = ("improvement", "best")
@@ -318,7 +172,7 @@ class EarlyStopper:
         warm-up delays monitoring, not what the curve says); cached per curve by ``replay``."""
         if self.fits is not None:
             return self.fits(len(self.curve))
-        from ganstop.forecast import fit  # numpy loads only where a forecast is asked for
+        from ganstop.stopping.forecast import fit# numpy loads only where a forecast is asked for
 
         sign = 1.0 if self.mode == "min" else -1.0
         epochs = [c[0] for c in self.curve]
@@ -333,18 +187,18 @@ class EarlyStopper:
         scales the guard, so a slowly saturating curve may stop late in its budget while the same
         pace early on goes on. The level sees a curve falling back towards its best after a bump,
         which the best alone does not (a digits run stopped at 21% of its budget, 43% off)."""
-        from ganstop.forecast import LEARNING, LEVEL_SHARE
+        from ganstop.stopping.forecast import LEARNING, LEVEL_SHARE
 
         epoch = self.checks[-1][0]
-        before = bisect_right(self.checks, (1 - self.forecast_window) * epoch, key=_epoch)
+        before = bisect_right(self.checks, (1 - self.forecast_window) * epoch, key=epoch_of)
         if before == 0:  # also a window of 1: it reaches back to epoch 0
             return False
         then = self._best_so_far[before - 1]
         pace = self._gain(self.best, then) / max(abs(then), 1e-12)
         if LEARNING * pace * self._windows_left(self.forecast_window) > self.tolerance:
             return True
-        latest = bisect_left(self.checks, (1 - LEVEL_SHARE) * epoch, key=_epoch)
-        previous = bisect_left(self.checks, (1 - LEVEL_SHARE) ** 2 * epoch, key=_epoch)
+        latest = bisect_left(self.checks, (1 - LEVEL_SHARE) * epoch, key=epoch_of)
+        previous = bisect_left(self.checks, (1 - LEVEL_SHARE) ** 2 * epoch, key=epoch_of)
         if len(self.checks) - latest < 3 or latest - previous < 3:
             return False
         level = statistics.median(c[1] for c in self.checks[latest:])
@@ -437,7 +291,7 @@ class EarlyStopper:
         """Run over recorded ``(epoch, value, se)`` checks as training would have and return
         self, with ``stopped_epoch`` and ``best_epoch`` set; the curve ends at ``last_epoch``
         (stopped there by ``max_epochs`` when nothing fired). ``fits(n)``, where given, is the
-        forecast after the first n finite checks (``ganstop.replay`` caches them per curve)."""
+        forecast after the first n finite checks (``replay`` caches them per curve)."""
         self.fits = fits
         for epoch, value, se in checks:
             if self.update(epoch, value, se).stop:

@@ -19,16 +19,17 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ganstop import checkpoint, distributed
-from ganstop.data import Data, load_data
+from ganstop.training import checkpoint, distributed
+from ganstop.data.sets import Data, load_data
 from ganstop.metrics.scorer import Scorer
 from ganstop.paths import cache_root
 from ganstop.masking import mask
 from ganstop.recipe import Recipe
 from ganstop.errors import RecipeError, TrackingLost, first_line
-from ganstop.tracking import MlflowLogger, logged_recipe, open_store
-from ganstop.callbacks import Callback
-from ganstop.train import Trainer, TrainResult, resolve_device
+from ganstop.tracking.logger import MlflowLogger
+from ganstop.tracking.store import logged_recipe, open_store
+from ganstop.training.callbacks import Callback
+from ganstop.training.loop import Trainer, TrainResult, resolve_device
 
 
 @dataclass

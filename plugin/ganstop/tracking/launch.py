@@ -18,13 +18,13 @@ import os
 import mlflow
 import torch
 
-from ganstop import runner
-from ganstop.data import load_data
+from ganstop.tracking import runner
+from ganstop.data.sets import load_data
 from ganstop.errors import GanstopError, RecipeError
 from ganstop.metrics.registry import resolve
 from ganstop.recipe import Recipe
-from ganstop.tracking import check_reachable
-from ganstop.train import resolve_device
+from ganstop.tracking.store import check_reachable
+from ganstop.training.loop import resolve_device
 
 LAUNCHER_ONLY = {"--nproc": 1, "--max-restarts": 1}  # options the workers must not see, with their arity
 

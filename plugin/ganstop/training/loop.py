@@ -13,15 +13,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ganstop import distributed
-from ganstop.cadence import CheckSchedule
-from ganstop.callbacks import Callback, Checkpointing, Validation
-from ganstop.data import Data
+from ganstop.training import distributed
+from ganstop.training.cadence import CheckSchedule
+from ganstop.training.callbacks import Callback, Checkpointing, Validation
+from ganstop.data.sets import Data
 from ganstop.errors import RecipeError
-from ganstop.gan_step import GEN_CHUNK, GANStep
+from ganstop.training.gan_step import GEN_CHUNK, GANStep
 from ganstop.metrics.scorer import Scorer
 from ganstop.recipe import Recipe
-from ganstop.stopping import EarlyStopper
+from ganstop.stopping.stopper import EarlyStopper
 
 
 @dataclass

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ganstop.forecast import Fit, fit
-from ganstop.stopping import EarlyStopper, StopReason
+from ganstop.stopping.forecast import Fit, fit
+from ganstop.stopping.stopper import EarlyStopper
+from ganstop.stopping.criteria import StopReason
 
 WITHIN = (0.05, 0.02)  # the quality bands every report counts
 

@@ -14,14 +14,16 @@ import optuna
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ganstop.data import load_data
-from ganstop.evaluator import score
+from ganstop.data.sets import load_data
+from ganstop.tracking.evaluator import score
 from ganstop.masking import mask
 from ganstop.metrics.registry import headline, outputs, resolve
 from ganstop.errors import RecipeError
-from ganstop.search import DEFAULT_STORAGE, RUN_ATTR, TAG_STUDY
-from ganstop.stopping import better
-from ganstop.tracking import TAG_MODEL_URI, check_reachable, logged_recipe
+from ganstop.study.storage import DEFAULT_STORAGE
+from ganstop.study.tags import RUN_ATTR, TAG_STUDY
+from ganstop.stopping.criteria import better
+from ganstop.tracking.logger import TAG_MODEL_URI
+from ganstop.tracking.store import check_reachable, logged_recipe
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 TAG_SOURCE_RUN, TAG_METRIC = "ganstop.source_run", "ganstop.metric"

@@ -1,4 +1,4 @@
-"""Training state on disk: atomic writes, torn-file fallback, and what is kept once a run is done.
+"""Training state on disk: torn-file fallback (files are written by ``paths.save_atomic``), and what is kept once a run is done.
 
 A full checkpoint (``last.pt``, and the one before as ``last.pt.prev``) lets a killed run resume
 exactly; ``best.pt`` holds the best generator. Once a run has finished and its model is in
@@ -8,7 +8,6 @@ MLflow they are only worth their disk space, so ``keep_checkpoints`` decides wha
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import warnings
@@ -16,20 +15,8 @@ from pathlib import Path
 
 import torch
 
+
 RETENTION = ("best_last", "all", "none")
-
-
-def save_atomic(obj: object, path: Path, keep_previous: bool = False) -> None:
-    """Write, fsync, then rename, so a kill mid-write leaves the previous file intact; with
-    ``keep_previous`` the one before survives as ``<name>.prev`` in case this one is torn later."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    if keep_previous and path.exists():
-        os.replace(path, path.with_name(path.name + ".prev"))
-    os.replace(tmp, path)
 
 
 def load_first_readable(paths: list[Path]) -> dict | None:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ganstop import formats, plugins
+from ganstop.data import formats
+from ganstop import plugins
 from ganstop.errors import RecipeError
 from ganstop.recipe import Recipe
 
@@ -127,6 +128,6 @@ def load_data(recipe: Recipe) -> Data:
     dataset = plugins.load("datasets", name)
     data = dataset.load(recipe, recipe.options(name))
     if not isinstance(data, Data) or data.kind != dataset.kind or data.test is None:
-        raise RecipeError(f"dataset plugin {name!r} must return a ganstop.data.Data of kind {dataset.kind!r} "
+        raise RecipeError(f"dataset plugin {name!r} must return a ganstop.data.sets.Data of kind {dataset.kind!r} "
                           f"with train, val and test splits")
     return data

@@ -10,14 +10,19 @@ import mlflow
 import torch
 from mlflow.tracking import MlflowClient
 
-from ganstop import search, study_report
-from ganstop.data import load_data
+from ganstop.study import report as study_report
+from ganstop.study.objective import Objective, open_study
+from ganstop.study.pruners import make_pruner
+from ganstop.study.space import SearchSpace, make_sampler
+from ganstop.study.storage import DEFAULT_STORAGE, make_storage
+from ganstop.study.tags import TAG_PARENT, TAG_ROLE
+from ganstop.data.sets import load_data
 from ganstop.errors import WorkersFailed
 from ganstop.masking import mask
 from ganstop.metrics.registry import resolve
 from ganstop.recipe import Recipe
-from ganstop.tracking import check_reachable, open_store
-from ganstop.train import resolve_device
+from ganstop.tracking.store import check_reachable, open_store
+from ganstop.training.loop import resolve_device
 
 
 def _experiment_id(name: str | None) -> str:
@@ -52,26 +57,26 @@ def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_u
               pruner: str, pruner_options: dict, quality_only: bool, workers: int, heartbeat: int, grace: int,
               retries: int, sampler_seed: int | None, experiment_name: str | None, progress: bool,
               argv: list[str]) -> dict:
-    space = search.SearchSpace.from_recipe(recipe)
+    space = SearchSpace.from_recipe(recipe)
     selection = resolve(recipe)
     direction = "minimize" if selection.mode == "min" else "maximize"
-    pruner_obj = search.make_pruner(pruner, max_resource=recipe.train.max_epochs, **pruner_options)
-    storage_url = storage_url or search.DEFAULT_STORAGE
+    pruner_obj = make_pruner(pruner, max_resource=recipe.train.max_epochs, **pruner_options)
+    storage_url = storage_url or DEFAULT_STORAGE
     resolve_device(recipe.train.device)
     load_data(recipe)  # a missing dataset is the user's input, not 20 failed trials
     check_reachable()
-    storage = search.make_storage(storage_url, heartbeat, grace, retries)
+    storage = make_storage(storage_url, heartbeat, grace, retries)
     open_store()
     name = study_name or f"{recipe.dataset.name}-{recipe.model.family}"
-    sampler = search.make_sampler(sampler_seed)
+    sampler = make_sampler(sampler_seed)
     experiment_id = _experiment_id(experiment_name)
 
     client = MlflowClient()
-    study, parent, created = search.open_study(name, storage, sampler, pruner_obj, direction, experiment_id, client)
+    study, parent, created = open_study(name, storage, sampler, pruner_obj, direction, experiment_id, client)
     own = os.environ.get("MLFLOW_RUN_ID")
     if own and own != parent:  # a second `mlflow run -e tune`: its run is a worker under the parent
-        client.set_tag(own, search.TAG_ROLE, "worker")
-        client.set_tag(own, search.TAG_PARENT, parent)
+        client.set_tag(own, TAG_ROLE, "worker")
+        client.set_tag(own, TAG_PARENT, parent)
     experiment_id = client.get_run(parent).info.experiment_id
 
     owned = created and not own  # `mlflow run` ends its own run; a parent we made, we end
@@ -80,7 +85,7 @@ def run_study(recipe: Recipe, *, n_trials: int, timeout: float | None, storage_u
         if workers > 1:
             _run_workers(_worker_commands(argv, workers, n_trials, name, storage_url, sampler_seed), experiment_id)
         else:
-            objective = search.Objective(recipe, space, selection.monitor, selection.mode, parent, experiment_id,
+            objective = Objective(recipe, space, selection.monitor, selection.mode, parent, experiment_id,
                                          name, quality_only=quality_only, client=client)
             study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(Exception,),
                            show_progress_bar=progress)

@@ -14,16 +14,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ganstop import distributed
-from ganstop.checkpoint import load_first_readable, save_atomic
+from ganstop.training import distributed
+from ganstop.training.checkpoint import load_first_readable
+from ganstop.paths import save_atomic
 from ganstop.metrics.registry import resolve
 from ganstop.metrics.scorer import Scorer
-from ganstop.optim import annealed_epoch
+from ganstop.training.optim import annealed_epoch
 from ganstop.recipe import Recipe
-from ganstop.stopping import Check, EarlyStopper
+from ganstop.stopping.stopper import Check, EarlyStopper
 
 if TYPE_CHECKING:
-    from ganstop.train import Trainer, TrainResult
+    from ganstop.training.loop import Trainer, TrainResult
 
 
 class Callback:

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 
-from ganstop import plots
-from ganstop.evaluator import sample
+from ganstop.tracking import plots
+from ganstop.tracking.evaluator import sample
 from ganstop.errors import RecipeError, first_line
-from ganstop.tracking import check_reachable
+from ganstop.tracking.store import check_reachable
 
 
 def load(model_uri: str):

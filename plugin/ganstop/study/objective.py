@@ -1,4 +1,4 @@
-"""Optuna studies over the recipe's ``search:`` section, one nested MLflow run per trial.
+"""The objective of a study over the recipe's ``search:`` section: one nested MLflow run per trial.
 
 The study is the source of truth and MLflow mirrors it: each trial's run carries the
 trial's number and state, the study's user attrs carry the parent run id, and whichever
@@ -12,182 +12,25 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import mlflow
 import optuna
-import sqlalchemy
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.context.registry import resolve_tags
 
 from ganstop import recipe as rc
-from ganstop import distributed, runner, sqlite_schema
+from ganstop.training import distributed
+from ganstop.tracking import runner
 from ganstop.masking import mask
-from ganstop.errors import RecipeError, first_line
+from ganstop.errors import RecipeError
 from ganstop.recipe import Recipe
-from ganstop.stopping import StopReason, better
-from ganstop.callbacks import Callback
+from ganstop.stopping.criteria import StopReason, better
+from ganstop.training.callbacks import Callback
 
-PARENT_ATTR = "mlflow_parent_run_id"
-RUN_ATTR = "mlflow_run_id"
-TAG_STUDY, TAG_TRIAL, TAG_STATE, TAG_ROLE = "ganstop.study", "ganstop.trial", "ganstop.trial_state", "ganstop.role"
-TAG_PRUNED_EPOCH, TAG_ERROR, TAG_PARENT = "ganstop.pruned_epoch", "ganstop.error", "mlflow.parentRunId"
-DEFAULT_STORAGE = "sqlite:///optuna.db"
+from ganstop.study.space import SearchSpace
+from ganstop.study.tags import PARENT_ATTR, RUN_ATTR, TAG_ERROR, TAG_PARENT, TAG_PRUNED_EPOCH, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
 PARENT_WAIT_SECONDS = 60.0
-DISTRIBUTION_KEYS = {"int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"},
-                     "categorical": {"choices"}}
-
-
-@dataclass
-class SearchSpace:
-    """``search: {compute_weight: w, space: {section.key: distribution}}`` from a recipe."""
-
-    space: dict[str, dict[str, Any]]
-    compute_weight: float = 0.0  # metric units charged for spending the whole epoch budget
-
-    @classmethod
-    def from_recipe(cls, recipe: Recipe) -> "SearchSpace":
-        section = dict(recipe.search)
-        if not section.get("space"):
-            raise RecipeError("the recipe has no search.space to search; add distributions under search.space")
-        unknown = set(section) - {"space", "compute_weight"}
-        if unknown:
-            raise RecipeError(f"unknown search key {sorted(unknown)[0]!r}; search holds space and compute_weight")
-        weight = section.get("compute_weight", 0.0)
-        if not isinstance(weight, (int, float)) or weight < 0:
-            raise RecipeError(f"search.compute_weight must be a number >= 0, not {weight!r}")
-        space = section["space"]
-        if not isinstance(space, dict):
-            raise RecipeError("search.space must map section.key to a distribution")
-        for key, dist in space.items():
-            _check_distribution(recipe, key, dist)
-        return cls(space, float(weight))
-
-    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
-        values = {}
-        for key, dist in self.space.items():
-            kind = dist["type"]
-            if kind == "categorical":
-                values[key] = trial.suggest_categorical(key, dist["choices"])
-            elif kind == "int":
-                values[key] = trial.suggest_int(key, dist["low"], dist["high"], step=dist.get("step", 1),
-                                                log=dist.get("log", False))
-            else:
-                values[key] = trial.suggest_float(key, dist["low"], dist["high"], step=dist.get("step"),
-                                                  log=dist.get("log", False))
-        return values
-
-
-def _check_distribution(recipe: Recipe, key: str, dist: Any) -> None:
-    where = f"search.space.{key}"
-    if not isinstance(dist, dict) or dist.get("type") not in DISTRIBUTION_KEYS:
-        raise RecipeError(f"{where} must be a mapping with type int, float or categorical")
-    extra = set(dist) - DISTRIBUTION_KEYS[dist["type"]] - {"type"}
-    if extra:
-        raise RecipeError(f"{where} has unknown option {sorted(extra)[0]!r} for a {dist['type']} distribution")
-    if dist["type"] == "categorical":
-        if not isinstance(dist.get("choices"), list) or not dist["choices"]:
-            raise RecipeError(f"{where}.choices must be a non-empty list")
-        samples = dist["choices"]
-    else:
-        low, high = dist.get("low"), dist.get("high")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or low > high:
-            raise RecipeError(f"{where} needs numbers low <= high")
-        if dist.get("log") and low <= 0:
-            raise RecipeError(f"{where} is log-scaled, so low must be > 0")
-        samples = [low, high]
-    for value in samples:  # each bound must make a valid recipe: catches warmup >= max_epochs early
-        try:
-            rc.load(None, [(key, value)], base=recipe)
-        except RecipeError as exc:
-            raise RecipeError(f"{where}: {exc}") from None
-
-
-def make_sampler(seed: int | None) -> optuna.samplers.TPESampler:
-    """TPE with its own seed, not the training seed: workers that share a study must not draw
-    the same trials. ``constant_liar`` makes running trials count as bad results so parallel
-    workers spread out instead of all sampling next to the current best."""
-    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
-
-
-def make_pruner(name: str, *, startup_trials: int = 3, warmup_steps: int = 0, percentile: float = 25.0,
-                patience: int = 2, lower: float | None = None, upper: float | None = None,
-                min_resource: int = 1, reduction_factor: int = 3, max_resource: int = 100) -> optuna.pruners.BasePruner:
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_steps)
-    if name == "percentile":
-        return optuna.pruners.PercentilePruner(percentile, n_startup_trials=startup_trials, n_warmup_steps=warmup_steps)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=min_resource, max_resource=max_resource,
-                                              reduction_factor=reduction_factor)
-    if name == "successive-halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource, reduction_factor=reduction_factor)
-    if name == "patient":
-        return optuna.pruners.PatientPruner(
-            optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_steps), patience=patience)
-    if name == "threshold":
-        if lower is None and upper is None:
-            raise RecipeError("--pruner threshold needs --prune-lower and/or --prune-upper")
-        return optuna.pruners.ThresholdPruner(lower=lower, upper=upper, n_warmup_steps=warmup_steps)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise RecipeError(f"unknown pruner {name!r}")
-
-
-def mark_stale_run(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """Heartbeat callback: a worker died mid-trial; its MLflow run must not stay RUNNING."""
-    run_id = trial.user_attrs.get(RUN_ATTR)
-    if run_id:
-        client = MlflowClient()
-        client.set_tag(run_id, TAG_STATE, "FAIL")
-        client.set_tag(run_id, TAG_ERROR, "worker stopped sending heartbeats (killed?)")
-        client.set_terminated(run_id, "KILLED")
-
-
-# PostgreSQL's answers to workers creating a fresh database's tables at once: unique violation,
-# duplicate table, duplicate object, deadlock (the first two seen here with 6 workers on a busy machine)
-SCHEMA_RACES = {"23505", "42P07", "42710", "40P01"}
-
-
-def _schema_race(exc: sqlalchemy.exc.DBAPIError) -> bool:
-    """Lost the race to create the schema: the winner's tables will be there on the next try."""
-    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    return isinstance(exc, sqlalchemy.exc.IntegrityError) or code in SCHEMA_RACES
-
-
-def make_storage(url: str | None, heartbeat_interval: int, grace_period: int, retries: int) -> optuna.storages.RDBStorage:
-    """RDB storage with heartbeats (sqlite file by default, PostgreSQL for many machines)."""
-    url = url or DEFAULT_STORAGE
-    if "://" not in url:
-        raise RecipeError(f"--storage must be a database URL such as {DEFAULT_STORAGE}, not {mask(url)!r}")
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=retries) if retries else None
-
-    def on_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        mark_stale_run(study, trial)
-        if retry:
-            retry(study, trial)
-
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    if url.startswith("postgresql"):
-        engine_kwargs["connect_args"] = {"connect_timeout": 5}
-    try:
-        for attempt in range(5):
-            try:
-                with sqlite_schema.creating(url):
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                      heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                                                      heartbeat_stale_trial_callback=on_stale)
-            except sqlalchemy.exc.DBAPIError as exc:
-                if attempt == 4 or not _schema_race(exc):
-                    raise
-                time.sleep(0.5 + attempt)
-    except ImportError as exc:
-        raise RecipeError(f"storage {mask(url)} needs a driver: {exc.name or exc} (pip install 'mlflow-ganstop[postgres]')") from None
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds; the user needs one line
-        raise RecipeError(f"cannot open storage {mask(url)}: {mask(first_line(exc))}") from None
-
-
 class OptunaPruning(Callback):
     """Reports, at each validation, what the objective would be if the trial ended there (the
     best metric so far plus the compute charge so far), so intermediate and final values are on

@@ -1,8 +1,8 @@
 """The GAN step: generator and discriminator, their optimizers, LR schedules and EMA, the training
 data on the device, and one epoch of alternating updates. The objective and its penalty come
-from the ``ganstop.losses`` plugin the recipe names; the loop around the step is ``train.Trainer``.
+from the ``ganstop.losses`` plugin the recipe names; the loop around the step is ``loop.Trainer``.
 
-Data parallel (torchrun, ``ganstop.distributed``): G and D are wrapped in DDP, which averages
+Data parallel (torchrun, ``distributed``): G and D are wrapped in DDP, which averages
 their gradients over the ranks (no buffer broadcasts, as StyleGAN2-ADA: batch-norm
 statistics stay each rank's own unless ``train.sync_batchnorm``). ``train.batch_size`` is the
 global batch. Every rank draws the same global permutation and the same global latents from
@@ -20,9 +20,10 @@ import inspect
 import torch
 from torch import nn
 
-from ganstop import distributed, models, optim, plugins, sync_batchnorm
-from ganstop.data import Data
-from ganstop.losses import r1_penalty
+from ganstop.training import distributed, models, optim, sync_batchnorm
+from ganstop import plugins
+from ganstop.data.sets import Data
+from ganstop.training.losses import r1_penalty
 from ganstop.recipe import Recipe
 
 GEN_CHUNK = 1024

@@ -16,8 +16,8 @@ import optuna  # noqa: E402
 from mlflow.entities import Metric  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from ganstop.search import RUN_ATTR  # noqa: E402
-from ganstop.stopping import better  # noqa: E402
+from ganstop.study.tags import RUN_ATTR# noqa: E402
+from ganstop.stopping.criteria import better# noqa: E402
 
 State = optuna.trial.TrialState
 

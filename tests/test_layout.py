@@ -1,0 +1,102 @@
+"""The package's concepts import one way, down: what a newcomer reads in the folder names holds
+in the code. Only imports that run count; a type-only import under ``TYPE_CHECKING`` does not."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "plugin" / "ganstop"
+
+# Lower layers never import higher ones. Modules of one concept may import each other.
+LAYERS = [
+    {"errors", "paths", "masking"},
+    {"stopping"},
+    {"plugins"},
+    {"metrics.registry"},
+    {"recipe"},
+    {"data", "metrics"},
+    {"training"},
+    {"tracking"},
+    {"study"},
+    {"api", "cli"},
+    {"__init__", "__main__"},
+]
+# What each concept must not know (ARCHITECTURE: train.py imports neither mlflow nor optuna, ...)
+FORBIDDEN = {"stopping": {"torch", "mlflow", "optuna"}, "training": {"mlflow", "optuna"}, "tracking": {"optuna"},
+             "data": {"mlflow", "optuna"}, "metrics": {"mlflow", "optuna"}}
+
+
+def _concept(module: str) -> str:
+    """``ganstop.metrics.registry`` -> ``metrics.registry``, ``ganstop.training.loop`` -> ``training``."""
+    parts = module.split(".")[1:] or ["__init__"]
+    if parts[:2] == ["metrics", "registry"]:
+        return "metrics.registry"
+    return parts[0]
+
+
+def _layer(module: str) -> int:
+    concept = _concept(module)
+    return next(i for i, names in enumerate(LAYERS) if concept in names)
+
+
+def _is_module(name: str) -> bool:
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _runtime_imports(tree: ast.AST) -> list[str]:
+    """Modules imported outside ``if TYPE_CHECKING:`` blocks (at any depth: lazy imports run too)."""
+    found = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            return
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            # `from ganstop.metrics import registry` imports the submodule, not the whole concept
+            submodules = [f"{node.module}.{alias.name}" for alias in node.names if _is_module(f"{node.module}.{alias.name}")]
+            found.extend(submodules or [node.module])
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _modules() -> list[tuple[str, list[str]]]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 2 else parts)
+        out.append((name, _runtime_imports(ast.parse(path.read_text()))))
+    return out
+
+
+MODULES = _modules()
+
+
+def test_every_module_belongs_to_a_layer():
+    for name, _ in MODULES:
+        _layer(name)  # raises StopIteration for a module no layer names
+
+
+@pytest.mark.parametrize("name,imports", MODULES, ids=[name for name, _ in MODULES])
+def test_imports_run_down(name, imports):
+    upward = [i for i in imports if i.startswith("ganstop.") and _layer(i) > _layer(name)]
+    assert not upward, f"{name} imports {upward}, which sit above it"
+
+
+@pytest.mark.parametrize("name,imports", MODULES, ids=[name for name, _ in MODULES])
+def test_each_concept_knows_only_its_libraries(name, imports):
+    forbidden = FORBIDDEN.get(_concept(name).split(".")[0], set())
+    assert not [i for i in imports if i.split(".")[0] in forbidden], f"{name} imports one of {forbidden}"
+
+
+def test_the_checker_sees_an_upward_import():
+    tree = ast.parse("from ganstop.study.objective import Objective\nif TYPE_CHECKING:\n    import optuna\n")
+    assert _runtime_imports(tree) == ["ganstop.study.objective"]
+    assert _layer("ganstop.study.objective") > _layer("ganstop.training.loop")
