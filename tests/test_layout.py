@@ -100,3 +100,45 @@ def test_the_checker_sees_an_upward_import():
     tree = ast.parse("from ganstop.study.objective import Objective\nif TYPE_CHECKING:\n    import optuna\n")
     assert _runtime_imports(tree) == ["ganstop.study.objective"]
     assert _layer("ganstop.study.objective") > _layer("ganstop.training.loop")
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                on_stack.discard(w)
+                component.append(w)
+            on_stack.discard(v)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_circle_of_imports_at_run_time():
+    names = {name for name, _ in MODULES}
+
+    def module(imported: str) -> str:  # `ganstop.training` (a package) or `ganstop.x.Name` -> the module file
+        while imported not in names and "." in imported:
+            imported = imported.rsplit(".", 1)[0]
+        return imported
+
+    graph = {name: {module(i) for i in imports if i.startswith("ganstop.")} - {name} for name, imports in MODULES}
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
