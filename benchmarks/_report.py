@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import shlex
 import sys
 import tempfile
@@ -14,10 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
 
-Every section below is appended by one script in `benchmarks/` (its exact command is given);
-each compares two things measured side by side in the same run on the same machine, and ends
-with the `RESULT` line the script printed. Newest sections are at the bottom.
+Each section below is written by one script in `benchmarks/`, with the date, the machine and the
+exact command of its latest run. Running a script again replaces its own section and leaves the
+others alone; earlier runs are in git history. Each script compares two things measured side by
+side in the same run on the same machine, and its section ends with the `RESULT` line it printed.
+`--quick` runs a smaller version of the same comparison in a few minutes on 2 CPU cores.
 """
+# Each section opens with this marker, named for the script that wrote it: what a rerun replaces.
+MARKER = re.compile(r"^<!-- benchmark: (\S+) -->$", re.M)
 sys.path.insert(0, str(ROOT / "plugin"))
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -48,20 +53,35 @@ def result_line(result: dict[str, object]) -> str:
 
 
 def publish(title: str, lines: list[str], result: dict[str, object], report: bool = True) -> None:
-    """Print the section and its `RESULT ...` line; with ``report``, also append it to docs/benchmarks.md."""
+    """Print the section and its `RESULT ...` line; with ``report``, also write it into docs/benchmarks.md."""
     print("\n".join(lines))
     print(write(title, lines, result) if report else result_line(result))
 
 
-def write(title: str, lines: list[str], result: dict[str, object]) -> str:
-    """Append a section to docs/benchmarks.md and return the `RESULT ...` line."""
-    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+def write(title: str, lines: list[str], result: dict[str, object], path: Path | None = None) -> str:
+    """Put this script's section into the report (``path``, default docs/benchmarks.md) in place of
+    its last one, or at the end if it has none, and return the `RESULT ...` line."""
+    script = Path(sys.argv[0])
+    command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script, ROOT), *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     line = result_line(result)
-    REPORT.parent.mkdir(exist_ok=True)
-    if not REPORT.exists():
-        REPORT.write_text(HEADER)
-    with REPORT.open("a") as fh:
-        fh.write(f"\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n- command: `{command}`\n\n")
-        fh.write("\n".join(lines) + f"\n\n`{line}`\n")
+    section = (f"<!-- benchmark: {script.stem} -->\n## {title}\n\n- date: {stamp}\n- machine: {machine()}\n"
+               f"- command: `{command}`\n\n" + "\n".join(lines) + f"\n\n`{line}`\n")
+    report = path or REPORT
+    text = report.read_text() if report.exists() else HEADER
+    report.parent.mkdir(parents=True, exist_ok=True)
+    partial = report.with_name(report.name + ".partial")
+    partial.write_text(replace_section(text, script.stem, section))
+    os.replace(partial, report)  # a benchmark killed while writing leaves the old report whole
     return line
+
+
+def replace_section(text: str, key: str, section: str) -> str:
+    """``text`` with the section marked ``key`` (up to the next marker) replaced by ``section``,
+    or with ``section`` appended when there is none."""
+    starts = [(m.start(), m.group(1)) for m in MARKER.finditer(text)]
+    for i, (start, name) in enumerate(starts):
+        if name == key:
+            end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+            return text[:start] + section + ("\n" if end < len(text) else "") + text[end:]
+    return text.rstrip("\n") + "\n\n" + section

@@ -141,7 +141,7 @@ def main() -> None:
                         help="train to this multiple of each recipe's budget: 2 asks what a stopper saves when the "
                              "budget is longer than the run needs")
     budget.add_argument("--quick", action="store_true", help="a quarter of each budget (a smoke run, not the goal)")
-    parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    parser.add_argument("--no-report", action="store_true", help="print only; do not write docs/benchmarks.md")
     args = parser.parse_args()
     if args.budget_scale <= 0:
         parser.error("--budget-scale must be > 0")

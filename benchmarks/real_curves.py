@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of digits' own curves")
     parser.add_argument("--seeds-2d", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the 2D recipes' curves")
     parser.add_argument("--no-own", action="store_true", help="real curves only (ganstop's own curves train for an hour)")
-    parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    parser.add_argument("--no-report", action="store_true", help="print only; do not write docs/benchmarks.md")
     args = parser.parse_args()
 
     names = policies()

@@ -98,7 +98,7 @@ def learned_stop(curve: Curve, p_worse: np.ndarray, threshold: float) -> tuple[f
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    parser.add_argument("--no-report", action="store_true", help="print only; do not write docs/benchmarks.md")
     args = parser.parse_args()
 
     folds: list[list[Curve]] = [[], []]

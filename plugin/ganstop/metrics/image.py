@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ganstop.metrics.scorer import Batch
 
 Compute = Callable[["Batch"], dict[str, float]]
-# A data-parallel run gathers the samples and rank 0 scores them all (``callbacks.Validation``):
+# A data-parallel run gathers the samples and rank 0 scores them all (``training.callbacks.Validation``):
 # torchmetrics must not sync its states with ranks that never call it.
 ONE_PROCESS = {"sync_on_compute": False}
 KID_SUBSETS = 20  # the mean's spread over subsets is well under its change between checks

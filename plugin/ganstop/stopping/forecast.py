@@ -27,7 +27,7 @@ is small. What makes it fit GAN curves and a per-check budget of milliseconds:
   the rest: digits' FID sits still for a dozen epochs, up to a sixth of its 150, before falling
   by half; with a tenth, three of six digits runs stopped there and lost 60-90%).
 
-``stopping.Forecast`` adds what was seen to what is forecast: a run whose best, carried on at
+``criteria.Forecast`` adds what was seen to what is forecast: a run whose best, carried on at
 the pace it gained over the window per doubling of the epochs (log-linear, the slowest
 saturation GAN curves show), would still gain more than tolerance / LEARNING by the end of the
 budget is still learning, whatever the fit says. The pace alone, without the horizon, held
@@ -35,7 +35,7 @@ every slowly saturating real curve to its last epoch.
 
 Chosen on the even-indexed real curves of ``benchmarks/curves`` (the constants here, and the
 recipe defaults tolerance 0.05, confidence 0.1, forecast_window 0.5), on digits seeds 10-15
-(EARLIEST, UNDONE) and on the 2D recipes' seeds 100-104 (UNDONE, ``optim.ANNEALED``); see
+(EARLIEST, UNDONE) and on the 2D recipes' seeds 100-104 (UNDONE, ``training.optim.ANNEALED``); see
 docs/benchmarks.md. The forecast is oriented "lower is better"; the stopper negates a metric
 to maximize.
 """

@@ -38,7 +38,7 @@ class Curve:
     budget: int  # the epoch the run's budget ends at
     mode: str = "min"
     censored: bool = False  # ended by its own stopper before the budget: nothing known past the last check
-    annealed_at: int | None = None  # the epoch its LR schedule had annealed by (optim.annealed_epoch); None: no decay
+    annealed_at: int | None = None  # when its LR schedule had annealed (training.optim.annealed_epoch); None: no decay
     _fits: dict = field(default_factory=dict, repr=False)
 
     @property

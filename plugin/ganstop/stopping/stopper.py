@@ -71,7 +71,7 @@ class EarlyStopper:
     criteria: tuple[str, ...] = ("forecast", "patience")
     combine: str = "any"
     max_epochs: int | None = None  # the budget the forecast forecasts to
-    annealed_at: int | None = None  # forecast: silent before this epoch, while the LR anneals (optim.annealed_epoch)
+    annealed_at: int | None = None  # forecast: silent before it, while the LR anneals (training.optim.annealed_epoch)
     tolerance: float = 0.05  # forecast: the share of the metric given up to save the rest of the budget
     confidence: float = 0.1  # forecast: stop once a gain beyond the tolerance is less likely than this
     forecast_window: float = 0.5  # forecast: fit the checks of this latest share of the epochs so far
@@ -134,7 +134,7 @@ class EarlyStopper:
                     annealed_at: int | None = None) -> "EarlyStopper":
         """The one place a stopper is built from a recipe's ``stopping`` section (trainer,
         search, replay, public API); ``max_epochs`` is the budget the forecast looks to, and
-        ``annealed_at`` the epoch its LR schedule has annealed by (``optim.annealed_epoch``).
+        ``annealed_at`` the epoch its LR schedule has annealed by (``training.optim.annealed_epoch``).
         ``min_delta: auto`` is AUTO_DELTA_SE standard errors."""
         names = {f.name for f in dataclasses.fields(cls) if f.init} - {"mode", "max_epochs", "annealed_at"}
         options = {name: getattr(config, name) for name in names if hasattr(config, name)}

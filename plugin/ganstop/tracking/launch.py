@@ -7,7 +7,7 @@ the data set, the metrics, the split of the global batch, the tracking store, a 
 another world size) and opens the MLflow run, so bad input leaves nothing behind and every
 worker, restarted ones included (``--max-restarts``), joins that one run through MLFLOW_RUN_ID
 and resumes from its checkpoint. A group that fails ends the command with one line and the run
-FAILED. Several machines go through torchrun itself (README, "Several GPUs and machines").
+FAILED. Several machines go through torchrun itself (docs/scaling.md).
 """
 
 from __future__ import annotations

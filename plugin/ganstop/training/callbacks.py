@@ -1,9 +1,9 @@
 """The loop's callbacks, in the shape of Lightning's: hooks the loop calls, each part with its own
 ``state_dict`` that rides in the checkpoint. ``Validation`` scores held-out samples and asks the
 stopper; ``Checkpointing`` writes the resumable state on a clock. Tracking
-(``tracking.MlflowLogger``) and pruning (``search.OptunaPruning``) are callbacks too, kept out of
-this module: the loop knows neither MLflow nor Optuna, and a callback that raises (a pruner, say)
-ends training with that exception.
+(``tracking.logger.MlflowLogger``) and pruning (``study.objective.OptunaPruning``) are callbacks
+too, kept out of this module: the loop knows neither MLflow nor Optuna, and a callback that
+raises (a pruner, say) ends training with that exception.
 """
 
 from __future__ import annotations
