@@ -77,13 +77,14 @@ def curve(name: str, seed: int, scale: float = 1.0) -> dict:
     return out
 
 
-def checks(run: dict, budget: float | None = None) -> list[tuple[int, float, float | None]]:
-    """The run's checks; with ``budget``, only those the budget schedule would have made."""
-    schedule = CheckSchedule(budget) if budget else CheckSchedule(1.0, every=1)
+def checks(run: dict, budget: float | None = None, max_gap: float = 1.0) -> list[tuple[int, float, float | None]]:
+    """The run's checks; with ``budget`` (and its floor ``max_gap``), only those the budget
+    schedule would have made."""
+    schedule = CheckSchedule(budget or 1.0, max_gap, run["max_epochs"], every=None if budget else 1)
     monitor, out = run["monitor"], []
     for h in run["history"]:
-        due = schedule.due(h["epoch"], run["max_epochs"])
-        schedule.spent(h["epoch_seconds"], h.get("validation_seconds", 0.0) if due else 0.0, due)
+        due = schedule.due(h["epoch"], h["epoch_seconds"])
+        schedule.spent(h["epoch"], h["epoch_seconds"], h.get("validation_seconds", 0.0) if due else 0.0, due)
         if due and monitor in h:
             out.append((h["epoch"], h[monitor], h.get(f"{monitor}_se")))
     return out
@@ -93,7 +94,7 @@ def policies(recipe: rc.Recipe) -> dict[str, dict]:
     """Name -> stopping options over the recipe's own stopping section."""
     own = recipe.stopping.model_dump()
     lightning = {"criteria": ["patience"], "delta_reference": "improvement", "warmup": 0, "patience_increase": 1.0}
-    out = {"own": own, "own, checks by budget": {**own, "budget": recipe.metrics.budget},
+    out = {"own": own, "own, checks by budget": {**own, "budget": (recipe.metrics.budget, recipe.metrics.max_gap)},
            "own, fixed patience": {**own, "patience_increase": 1.0}}
     out["trend"] = {**own, "criteria": ["trend"]}
     out["gl5"] = {**own, "criteria": ["gl"], "gl_alpha": 5.0}
@@ -117,7 +118,7 @@ def score(run: dict, options: dict) -> dict:
     budget = options.pop("budget", None)
     annealed = annealed_at(run["recipe"], run["max_epochs"])
     full = Curve(run["recipe"], checks(run), run["max_epochs"], run["mode"], annealed_at=annealed)
-    seen = Curve(run["recipe"], checks(run, budget), run["max_epochs"], run["mode"], annealed_at=annealed) if budget else full
+    seen = Curve(run["recipe"], checks(run, *budget), run["max_epochs"], run["mode"], annealed_at=annealed) if budget else full
     outcome = replay(seen, rc.StoppingConfig(**options))
     return {"stop": outcome.stopped_epoch, "oracle": full.oracle(WITHIN), "budget": run["max_epochs"],
             "gap": full.gap(outcome.best), "best": outcome.best, "best_ever": full.best_ever, "reason": outcome.reason,

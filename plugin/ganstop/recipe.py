@@ -189,6 +189,8 @@ class MetricsConfig(Section):
     budget: Annotated[float, _within(lambda v: 0 < v <= 1, "must be a share of training time in (0, 1]")] = 0.04
     # a fixed check every N epochs (and at the last)
     every: Annotated[int | None, Unset, _within(lambda v: v >= 1, "must be >= 1 epoch, or empty")] = None
+    # the longest gap between two checks, as a share of train.max_epochs: the budget gives way to it
+    max_gap: Annotated[float, _within(lambda v: 0 < v <= 1, "must be a share of train.max_epochs in (0, 1]")] = 0.05
     n_samples: Count = 0  # generated samples per check; 0: as many as held-out reals
     kid_subset_size: Positive = 100
     classifier_epochs: Positive = 8  # training of the cached feature classifier

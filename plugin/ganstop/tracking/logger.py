@@ -25,6 +25,7 @@ from ganstop.training.loop import Trainer, TrainResult
 TAG_STOP_REASON = "ganstop.stop_reason"
 FLUSH_SECONDS = 10.0  # per-epoch metrics wait at most this long for a check to go out with
 TAG_MODEL_URI = "ganstop.model_uri"
+TAG_CADENCE_WARNING = "ganstop.cadence_warning"  # checks cost more than metrics.budget: metrics.max_gap held them
 
 
 def recipe_params(recipe: Recipe) -> dict[str, str]:
@@ -122,9 +123,13 @@ class MlflowLogger(Callback):
         self.log_best_model(result)
 
     def log_result(self, result: TrainResult) -> None:
-        """The run's outcome: final metrics, the stop reason, the curves."""
+        """The run's outcome: final metrics, the stop reason, the curves, and the cadence warning
+        when the floor had to call checks the budget would not pay for."""
         self.flush()
+        if result.cadence_warning is not None:
+            self.client.set_tag(self.run_id, TAG_CADENCE_WARNING, result.cadence_warning)
         extra = {"train_seconds": result.seconds, "overhead_share": result.overhead_share,
+                 "max_check_gap": result.max_check_gap,
                  **{f"test_{name}": value for name, value in result.test_metrics.items()}}
         log_outcome(self.client, self.run_id, result.monitor, result.stop_reason, result.stopped_epoch,
                     result.best_epoch, result.best_value, result.history, extra)

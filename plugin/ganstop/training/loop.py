@@ -5,7 +5,9 @@ track and prune. It knows neither MLflow nor Optuna: they come in as callbacks.
 
 from __future__ import annotations
 
+import copy
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,8 @@ class TrainResult:
     seconds: float = 0.0
     overhead_share: float = 0.0  # time in the loop besides training, as a share of training time
     test_metrics: dict[str, float] = field(default_factory=dict)  # the best generator on the test split
+    max_check_gap: int = 0  # the most epochs from one check to the next (from the start to the first)
+    cadence_warning: str | None = None  # set when metrics.max_gap, not metrics.budget, had to call checks
 
 
 def resolve_device(name: str) -> torch.device:
@@ -65,7 +69,10 @@ class Trainer:
         self.checkpointing = Checkpointing(checkpoint_dir, recipe.train.checkpoint_seconds)
         self.callbacks = list(callbacks)  # the user's (tracking, pruning, ...)
         self.monitor, self.mode = self.validation.monitor, self.validation.mode
-        self.schedule = CheckSchedule(recipe.metrics.budget, recipe.metrics.every)
+        metrics = recipe.metrics
+        self.schedule = CheckSchedule(metrics.budget, metrics.max_gap, recipe.train.max_epochs, metrics.every)
+        self.clock = time.perf_counter  # what the loop times itself with (tests inject their own)
+        self._open: tuple[int, float, float, bool] | None = None  # (epoch, train, since, checked) in its callbacks
         self.epoch, self.should_stop = 0, False
         self.history: list[dict[str, float]] = []
 
@@ -80,11 +87,21 @@ class Trainer:
     def state_dict(self) -> dict:
         """The loop's position, the step, every callback's state (by ``state_key``, as Lightning
         keeps them) and the RNGs: all a resumed run needs to replay the uninterrupted one."""
-        return {"epoch": self.epoch, "history": self.history, "schedule": self.schedule.state_dict(),
+        return {"epoch": self.epoch, "history": self.history, "schedule": self._schedule_state(),
                 "step": self.step.state_dict(),
                 "callbacks": {cb.state_key: state for cb in self._parts() if (state := cb.state_dict())},
                 "rng_cpu": torch.get_rng_state(),
                 "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}
+
+    def _schedule_state(self) -> dict:
+        """The schedule's account as if the epoch in its callbacks ended now: a checkpoint written
+        from them holds the epoch's training and check, and a resumed run the same schedule."""
+        if self._open is None:
+            return self.schedule.state_dict()
+        epoch, train, since, checked = self._open
+        schedule = copy.deepcopy(self.schedule)
+        schedule.spent(epoch, train, self.clock() - since, checked)
+        return schedule.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.history = state["epoch"], state["history"]
@@ -115,27 +132,29 @@ class Trainer:
         check when the schedule says so, then the callbacks (a full checkpoint when
         ``train.checkpoint_seconds`` have passed); a last checkpoint at the end. Everything but
         the step is timed into the schedule."""
-        last_epoch = self.recipe.train.max_epochs
-        started = time.perf_counter()
+        last_epoch, clock = self.recipe.train.max_epochs, self.clock
+        started = clock()
         self._emit("on_train_start", self)
-        self.schedule.spent(0.0, time.perf_counter() - started, checked=False)  # params, recipe: paid by checks
+        self.schedule.started(clock() - started)  # params, recipe: a one-off
         first = self.epoch + 1 if not self.stopper.stopped else last_epoch + 1  # resuming a finished run
         bar = tqdm(range(first, last_epoch + 1), initial=self.epoch, total=last_epoch, desc="epochs",
                    unit="epoch", disable=not (self.progress and distributed.is_main()), dynamic_ncols=True)
         for epoch in bar:
             self.epoch = epoch
-            t0 = time.perf_counter()
+            t0 = clock()
             logs = self.step.train_epoch(epoch)
-            trained = time.perf_counter()
+            trained = clock()
             logs["epoch_seconds"] = trained - t0
             logs["samples_per_second"] = logs.pop("samples") / (trained - t0)
             stop = self.stopper.update_losses(epoch, {"d_loss": logs["d_loss"], "g_loss": logs["g_loss"]})
             # rank 0's clock decides for every rank: each must join the same checks
-            checked = stop is None and distributed.agree(self.schedule.due(epoch, last_epoch), self.device)
+            checked = stop is None and distributed.agree(self.schedule.due(epoch, trained - t0), self.device)
+            if checked and self.schedule.late_since == epoch and distributed.is_main():
+                warnings.warn(f"ganstop: {self.schedule.late_message()}", stacklevel=2)
             if checked:
                 metrics, samples, check = self.validation.validate(self, last=epoch == last_epoch)
                 logs.update(metrics)
-                logs["validation_seconds"] = time.perf_counter() - trained
+                logs["validation_seconds"] = clock() - trained
                 stop = check.stop
                 self._emit("on_validation_end", epoch, metrics, samples, check)
                 best = self.stopper.best
@@ -143,13 +162,15 @@ class Trainer:
                                  "best": "-" if best is None else f"{best:.4g}@{self.stopper.best_epoch}"})
             self.history.append({"epoch": epoch, **logs})
             self.should_stop = stop is not None
+            self._open = (epoch, trained - t0, trained, checked)
             try:
                 self._emit("on_epoch_end", epoch, logs)
             except BaseException:  # a pruner, a lost tracking server: the other ranks stop with this one
                 distributed.any_rank(True, self.device)
                 raise
             self.should_stop = distributed.any_rank(self.should_stop, self.device)
-            self.schedule.spent(trained - t0, time.perf_counter() - trained, checked)
+            self.schedule.spent(epoch, trained - t0, clock() - trained, checked)
+            self._open = None
             if self.should_stop:
                 break
         bar.close()
@@ -157,11 +178,18 @@ class Trainer:
             self.stopper.exhaust(self.epoch)
         self.checkpointing.save(self)
         best = self.best_sampler()
+        late = None if self.schedule.late_since is None else self.schedule.late_message()
         result = TrainResult(self.monitor, self.mode, self.stopper.stop_reason, self.stopper.stopped_epoch,
                              self.stopper.best_epoch, self.stopper.best, best, self.history,
-                             time.perf_counter() - started, self.schedule.share(), self._test_scores(best))
+                             clock() - started, self.schedule.share(), self._test_scores(best),
+                             self.max_check_gap(), late)
         self._emit("on_train_end", result)
         return result
+
+    def max_check_gap(self) -> int:
+        """The most epochs the stopper went without a check, the run's start counted as epoch 0."""
+        checked = [0] + [h["epoch"] for h in self.history if self.monitor in h]
+        return max((b - a for a, b in zip(checked, checked[1:])), default=0)
 
     @torch.no_grad()
     def _test_scores(self, best: nn.Module | None) -> dict[str, float]:
