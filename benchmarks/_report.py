@@ -11,7 +11,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "docs" / "benchmarks.md"
+# GANSTOP_BENCHMARK_REPORT: another file for the sections (gpu_check.sh keeps them with its outputs)
+REPORT = Path(os.environ.get("GANSTOP_BENCHMARK_REPORT") or ROOT / "docs" / "benchmarks.md")
 HEADER = """# Benchmarks
 
 Every section below is appended by one script in `benchmarks/` (its exact command is given);
@@ -54,7 +55,7 @@ def publish(title: str, lines: list[str], result: dict[str, object], report: boo
 
 
 def write(title: str, lines: list[str], result: dict[str, object]) -> str:
-    """Append a section to docs/benchmarks.md and return the `RESULT ...` line."""
+    """Append a section to docs/benchmarks.md (or GANSTOP_BENCHMARK_REPORT) and return the `RESULT ...` line."""
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     line = result_line(result)
