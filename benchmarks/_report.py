@@ -12,7 +12,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT = ROOT / "docs" / "benchmarks.md"
+# GANSTOP_BENCHMARK_REPORT: another file for the sections (gpu_check.sh keeps them with its outputs)
+REPORT = Path(os.environ.get("GANSTOP_BENCHMARK_REPORT") or ROOT / "docs" / "benchmarks.md")
 HEADER = """# Benchmarks
 
 Each section below is written by one script in `benchmarks/`, with the date, the machine and the
@@ -59,7 +60,8 @@ def publish(title: str, lines: list[str], result: dict[str, object], report: boo
 
 
 def write(title: str, lines: list[str], result: dict[str, object], path: Path | None = None) -> str:
-    """Put this script's section into the report (``path``, default docs/benchmarks.md) in place of
+    """Put this script's section into the report (``path``, default docs/benchmarks.md or
+    GANSTOP_BENCHMARK_REPORT) in place of
     its last one, or at the end if it has none, and return the `RESULT ...` line."""
     script = Path(sys.argv[0])
     command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(script, ROOT), *sys.argv[1:]])

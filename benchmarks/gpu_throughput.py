@@ -20,6 +20,7 @@ from torch import nn
 from ganstop import recipe as rc
 from ganstop.data.sets import Data
 from ganstop.training.gan_step import GANStep
+from ganstop.training.loop import resolve_device
 
 NZ, NGF, NDF, NC = 100, 64, 64, 3  # the example's defaults
 
@@ -129,8 +130,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--quick", action="store_true", help="20 steps of batch 32 (CPU-sized)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (cuda fails without a GPU)")
     args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     if args.quick:
         args.steps, args.batch_size = 20, 32
     recipes = {ema: rc.load(None, [("dataset.image_size", 64), ("model.z_dim", NZ), ("model.width", NGF),

@@ -29,6 +29,7 @@ from ganstop import plugins, recipe as rc
 from ganstop.data.sets import load_data
 from ganstop.metrics.scorer import Scorer
 from ganstop.tracking.logger import MlflowLogger, log_model
+from ganstop.training.gan_step import bf16_autocast
 from ganstop.training.losses import r1_penalty
 from ganstop.training.loop import Trainer, resolve_device
 
@@ -45,8 +46,7 @@ def bare_loop(recipe: rc.Recipe, data, epochs: int, device: torch.device) -> flo
     sched_d = optim.scheduler(opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
     ema = optim.ema(G, recipe.ema.decay) if recipe.ema.enabled else None
     x, batch, objective = data.train.to(device), tc.batch_size, plugins.load("losses", tc.loss)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                              enabled=tc.amp and device.type == "cuda" and data.kind == "image")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_autocast(recipe, data, device))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     started = time.perf_counter()

@@ -293,3 +293,20 @@ def test_each_objective_trains_with_finite_losses(tmp_path, loss):
 def test_wgan_gp_refuses_a_batch_norm_critic():
     with pytest.raises(rc.RecipeError, match="set model.d_norm=none"):
         rc.load(ROOT / "recipes" / "digits-dcgan.yaml", [("train.loss", "wgan-gp")])
+
+
+
+@pytest.mark.parametrize("overrides, d_compiled", [({"train.r1_gamma": 0.1}, False),
+                                                   ({"train.loss": "wgan-gp", "train.r1_gamma": 0.0}, False),
+                                                   ({"train.r1_gamma": 0.0}, True)], ids=["r1", "wgan-gp", "none"])
+def test_compile_leaves_d_eager_under_a_gradient_penalty(tmp_path, monkeypatch, overrides, d_compiled):
+    """torch.compile has no double backward, and R1 and WGAN-GP differentiate through D twice:
+    G is compiled, D only without such a penalty. AOTAutograd alone (backend aot_eager) refuses
+    the double backward as inductor does, without building kernels on these cores."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    trainer = make_trainer(tmp_path, {"train.max_epochs": 2, "train.compile": True, "model.width": 8,
+                                      "dataset.n_train": 400, **overrides})
+    assert hasattr(trainer.step.G_step, "_orig_mod") and hasattr(trainer.step.D_step, "_orig_mod") == d_compiled
+    assert math.isfinite(trainer.fit().history[-1]["d_loss"])

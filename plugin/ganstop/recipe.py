@@ -124,7 +124,7 @@ class TrainConfig(Section):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     channels_last: bool = True  # NHWC for conv models on CUDA
-    compile: bool = False  # torch.compile the training step modules (CUDA)
+    compile: bool = False  # torch.compile G and D (D stays eager under R1 or WGAN-GP: no double backward)
     sync_batchnorm: bool = False  # data parallel: batch-norm statistics over the global batch, not each rank's
     keep_checkpoints: Literal["best_last", "all", "none"] = "best_last"  # once the run's model is logged
     checkpoint_seconds: NonNegative = 300.0  # the full resumable state at most this often (0: every epoch), and at the end

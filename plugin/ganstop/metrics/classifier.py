@@ -75,7 +75,9 @@ def load_or_train(train: torch.Tensor, train_labels: torch.Tensor, val: torch.Te
                   n_classes: int, epochs: int, cache_dir: Path, device: torch.device) -> tuple[Classifier, float]:
     """The cached classifier for these images (in [0, 1]) and its held-out accuracy."""
     path = cache_dir / "classifiers" / f"{fingerprint(train, train_labels, epochs)}.pt"
-    with torch.random.fork_rng(devices=[]):  # the classifier must not move the GAN's RNG, nor depend on it
+    # the classifier must not move the GAN's RNG, nor depend on it: manual_seed seeds the GPU too,
+    # and the batches are drawn there, so the GPU's state is forked with the CPU's
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # before the weights are initialised: the same data gives the same features
         classifier = Classifier(train.shape[1], n_classes)
         if path.is_file():

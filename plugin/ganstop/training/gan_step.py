@@ -33,6 +33,15 @@ _NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
                    else {"broadcast_buffers": False})
 
 
+def bf16_autocast(recipe: Recipe, data: Data, device: torch.device) -> bool:
+    """Whether the step trains under bf16 autocast: images, on a GPU with bf16 arithmetic of its
+    own (compute capability 8.0, Ampere, on; below that torch only emulates bf16, and fp16 would
+    need a GradScaler). bf16 resolves about 0.008 near radius 1, close to the ring's std (0.01):
+    2D MLPs stay fp32."""
+    return (recipe.train.amp and device.type == "cuda" and data.kind == "image"
+            and torch.cuda.get_device_capability(device) >= (8, 0))
+
+
 class GANStep:
     """Everything one epoch of training touches, and its ``state_dict`` for the checkpoint."""
 
@@ -41,8 +50,7 @@ class GANStep:
         cuda = device.type == "cuda"
         if cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes every step: let cuDNN pick kernels once
-        # bf16 resolves about 0.008 near radius 1, close to the ring's std (0.01): 2D MLPs stay fp32
-        self.amp = recipe.train.amp and cuda and data.kind == "image"
+        self.amp = bf16_autocast(recipe, data, device)
         self.channels_last = recipe.train.channels_last and cuda and data.kind == "image"
         self.fmt = torch.channels_last if self.channels_last else torch.preserve_format
 
@@ -58,8 +66,12 @@ class GANStep:
         self.sched_g = optim.scheduler(self.opt_g, dc.g_schedule, dc.g_final_lr, tc.max_epochs, dc.step_every)
         self.sched_d = optim.scheduler(self.opt_d, dc.d_schedule, dc.d_final_lr, tc.max_epochs, dc.step_every)
         self.ema = optim.ema(self.G, recipe.ema.decay) if recipe.ema.enabled else None
-        self.G_step, self.D_step = (self._parallel(m) for m in (self.G, self.D))
         self.objective = plugins.load("losses", tc.loss)
+        # torch.compile has no double backward (AOTAutograd refuses it): a penalty on D's input
+        # gradient (R1, WGAN-GP's) differentiates through D twice, so D then runs eagerly
+        double_backward = bool(tc.r1_gamma) or self.objective.penalty is not None
+        self.G_step = self._parallel(self.G, tc.compile)
+        self.D_step = self._parallel(self.D, tc.compile and not double_backward)
 
         # Resident on the GPU when it fits in a quarter of free memory (no copies per step);
         # otherwise pinned host memory, gathered into a pinned batch and copied asynchronously.
@@ -72,12 +84,12 @@ class GANStep:
             self._buffers = [torch.empty((tc.batch_size, *data.sample_shape)).pin_memory() for _ in range(2)]
             self._copied: list[torch.cuda.Event | None] = [None, None]
 
-    def _parallel(self, module: nn.Module) -> nn.Module:
+    def _parallel(self, module: nn.Module, compiled: bool) -> nn.Module:
         """What the step calls: DDP around the module when there are ranks, compiled on request."""
         if self.world > 1:
             ids = [self.device] if self.device.type == "cuda" else None
             module = nn.parallel.DistributedDataParallel(module, device_ids=ids, **_NO_BUFFER_SYNC)
-        return torch.compile(module) if self.recipe.train.compile else module
+        return torch.compile(module) if compiled else module
 
     def state_dict(self) -> dict:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
@@ -170,8 +182,10 @@ class GANStep:
 
     def sync_buffers(self) -> None:
         """Rank 0's batch-norm statistics (G's and the EMA's) on every rank before a check, so
-        every rank validates the same generator; training in train mode never reads them."""
-        for module in (self.G, self.ema):
+        every rank validates the same generator; training in train mode never reads them. The
+        EMA's own buffer, its step counter, is a CPU tensor that NCCL cannot send, and every
+        rank counts the same steps: only the averaged generator's buffers go."""
+        for module in (self.G, self.ema.module if self.ema is not None else None):
             if module is not None:
                 distributed.broadcast_buffers(module)
 
@@ -184,7 +198,8 @@ class GANStep:
         host = torch.index_select(self.train_data, 0, idx, out=self._buffers[slot][: len(idx)])
         real = host.to(self.device, non_blocking=True, memory_format=self.fmt)
         self._copied[slot] = torch.cuda.Event()
-        self._copied[slot].record()
+        # on the stream the copy went to: the current device's is another GPU's when training on cuda:N
+        self._copied[slot].record(torch.cuda.current_stream(self.device))
         return real
 
     @torch.no_grad()

@@ -91,7 +91,9 @@ class Trainer:
                 "step": self.step.state_dict(),
                 "callbacks": {cb.state_key: state for cb in self._parts() if (state := cb.state_dict())},
                 "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else []}
+                # this process's GPU alone: every rank draws the same stream, so rank 0's state is
+                # every rank's, and a machine with another number of GPUs can resume it
+                "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
 
     def _schedule_state(self) -> dict:
         """The schedule's account as if the epoch in its callbacks ended now: a checkpoint written
@@ -111,8 +113,8 @@ class Trainer:
             if callback.state_key in state["callbacks"]:
                 callback.load_state_dict(state["callbacks"][callback.state_key])
         torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        if self.device.type == "cuda" and isinstance(state["rng_cuda"], torch.Tensor):  # a CPU run's has none
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
 
     def resume(self) -> bool:
         """Continue from the newest readable full checkpoint; False when starting fresh."""
@@ -197,8 +199,8 @@ class Trainer:
         report. Latents and metric RNG are seeded apart from training and validation."""
         if best is None or self.test_scorer is None:
             return {}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.recipe.train.seed + 3)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.recipe.train.seed + 3)  # which seeds the GPU too: its state is forked as well
             z = torch.randn(self.test_scorer.n_samples, self.recipe.model.z_dim)
             return self.test_scorer(torch.cat([best(chunk) for chunk in z.split(GEN_CHUNK)]))
 

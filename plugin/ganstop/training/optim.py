@@ -70,8 +70,7 @@ def weight_penalty(module: nn.Module, kind: str) -> torch.Tensor:
 
 def ema_decay(decay: float, n_averaged: torch.Tensor) -> torch.Tensor:
     """Ramped decay, min(decay, (1 + n) / (10 + n)) as in StyleGAN's ema_rampup: a fixed 0.999
-    would keep the average near the initial weights for thousands of steps. A tensor, so the
-    ramp never syncs the GPU."""
+    would keep the average near the initial weights for thousands of steps."""
     n = n_averaged.to(torch.float32)
     return torch.clamp((1 + n) / (10 + n), max=decay)
 
@@ -80,7 +79,9 @@ def ema(generator: nn.Module, decay: float) -> AveragedModel:
     """EMA of the generator, buffers included so batch-norm statistics follow the weights.
 
     swa_utils' own ``get_ema_multi_avg_fn`` takes a fixed float decay; this is the same
-    ``_foreach_lerp_`` with the ramped decay as a device tensor.
+    ``_foreach_lerp_`` with the ramped decay. On a GPU each update waits for the device twice:
+    ``AveragedModel`` copies its step counter (a CPU buffer) to the GPU, and the lerp takes the
+    ramped weight as a number; the gpu_throughput benchmark's EMA row prices both.
     """
 
     @torch.no_grad()
