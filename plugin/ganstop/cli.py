@@ -223,13 +223,29 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_confidenc
               help="compute: best metric plus search.compute_weight x share of the budget, as ganstop tune.")
 @click.option("--experiment-name", type=Blank(click.STRING),
               help="MLflow experiment of the replay run (default: the one replayed, else the active one).")
-def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed, objective, experiment_name) -> None:
-    """Search the recipe's stopping.* space on finished runs' logged curves, training nothing."""
+@click.option("--pruners", type=Blank(click.STRING), metavar="NAME,NAME",
+              help="With --from-study: replay these pruners (forecast, median, percentile, patient, "
+                   "successive-halving, hyperband) on the study's trials instead, and show what each would "
+                   "have spent and which trial it would have kept.")
+def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed, objective, experiment_name,
+           pruners) -> None:
+    """Search the recipe's stopping.* space on finished runs' logged curves, or replay pruners on a
+    finished study; training nothing."""
     from ganstop.study import replay_search
     from ganstop.tracking.store import check_reachable
 
     if not (from_experiment or from_study or run_ids):
         raise click.UsageError("name the curves to replay: --from-experiment, --from-study or --from-run")
+    if pruners:
+        from ganstop.study import replay_pruners
+
+        if not from_study:
+            raise click.UsageError("--pruners replays a study: name it with --from-study")
+        check_reachable()
+        names = [p.strip() for p in pruners.split(",") if p.strip()]
+        click.echo(replay_pruners.describe(replay_pruners.run(recipe, from_study, names, objective == "quality"),
+                                           from_study))
+        return
     check_reachable()
     found = replay_search.run(recipe, experiment=from_experiment, study=from_study, run_ids=tuple(run_ids),
                               n_trials=n_trials, sampler_seed=sampler_seed, quality_only=objective == "quality",
