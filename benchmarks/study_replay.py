@@ -250,7 +250,7 @@ def main() -> None:
             lines.append(f"| {method} | {s['within5']:.0%} | {s['within2']:.0%} | {s['share']:.2f} | "
                          f"{s['first5']:.2f} | {s['gap_max']:+.0%} |")
         lines.append("")
-        print("\n".join(lines[-len(scores[name]) - 4:]), flush=True)
+        print("\n".join(lines[-len(scores[name]) - 5:]), flush=True)
     if skipped:
         lines += [f"Not replayed (fewer than {MIN_RUNS} runs is no study): {', '.join(skipped)}.", ""]
     headline = ["| method | " + " | ".join(scores) + " | mean epochs |", "| --- |" + " --- |" * (len(scores) + 1)]
