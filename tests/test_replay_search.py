@@ -1,5 +1,6 @@
 """Stopper search by replay: finished runs' curves in, the best stopping section out, nothing trained."""
 
+import math
 import time
 from pathlib import Path
 
@@ -93,3 +94,38 @@ def test_every_shipped_curve_file_names_its_source_and_reads_as_curves():
         source, curves = load_curves(path)
         assert "License" in source and "commit" in source, path.name
         assert curves and all(c.budget == len(c.checks) >= 8 and c.mode == "min" for c in curves), path.name
+
+
+def test_replay_of_a_run_that_does_not_exist_is_one_line_and_exit_2(tracking, capsys):
+    code, out, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-run", "0123456789abcdef"], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "ganstop: error: no MLflow run '0123456789abcdef' in the tracking store"
+
+
+def test_pruners_replayed_on_a_logged_study(tracking, capsys):
+    """Six trials logged as `ganstop tune --pruner none` logs them: four plateau, one starts slow and ends
+    best, one is hopeless. Every pruner keeps some trial; the full replay keeps the slow starter; the
+    pruners that fire spend fewer epochs and hours; forecast keeps the slow starter."""
+    client = MlflowClient()
+    experiment_id = client.create_experiment("study")
+    now = int(time.time() * 1000)
+    curves = [lambda e, k=k: 10 + k + 40 * math.exp(-e / 5) for k in range(4)]
+    curves += [lambda e: 5 + 200 * math.exp(-e / 12), lambda e: 40 + 40 * math.exp(-e / 5)]
+    for number, curve in enumerate(curves):
+        run = client.create_run(experiment_id, tags={"ganstop.study": "s", "ganstop.role": "trial",
+                                                     "ganstop.trial": str(number)})
+        client.log_batch(run.info.run_id, params=[Param("train.max_epochs", "50")],
+                         metrics=[Metric(key, value, now, e) for e in range(1, 51)
+                                  for key, value in (("fid", curve(e)), ("epoch_seconds", 36.0))])
+        client.set_terminated(run.info.run_id)
+    code, out, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s",
+                             "--pruners", "median,forecast"], capsys)
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "300 epochs" in rows["none"] and "3.00 h" in rows["none"] and "keeps trial 4" in rows["none"]
+    assert "keeps trial 4" in rows["forecast"] and "not the full study best" not in rows["forecast"]
+    assert "not the full study best" in rows["median"]  # median kills the slow starter
+    spent = {name: int(row.split()[1]) for name, row in rows.items()}
+    assert spent["forecast"] < spent["none"] and spent["median"] < spent["none"]
+    code, _, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s", "--pruners", "bogus"], capsys)
+    assert code == 2 and "unknown pruner 'bogus'" in err

@@ -2,8 +2,8 @@
 
 The public API, for a training loop of your own (see the README's "Your own training loop"):
 ``QualityMonitor`` (FID/KID on your feature network, or 2D mode metrics), ``EarlyStopper`` and
-its ``Check``/``StopReason``, ``MlflowTracker``, and ``log_generator`` (a generator as an MLflow
-model with a tensor signature); ``ganstop.recipe.StoppingConfig`` holds the stopper's defaults.
+its ``Check``/``StopReason``, ``MlflowTracker``, ``log_generator`` (a generator as an MLflow
+model with a tensor signature), and ``ForecastPruner`` (an Optuna pruner for any study); ``ganstop.recipe.StoppingConfig`` holds the stopper's defaults.
 They are imported on first use: MLflow loads this package's run-context plugin in every run,
 which must not pay for torch.
 """
@@ -18,7 +18,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 _EXPORTS = {"QualityMonitor": ("ganstop.api", "QualityMonitor"), "MlflowTracker": ("ganstop.api", "MlflowTracker"),
             "EarlyStopper": ("ganstop.stopping.stopper", "EarlyStopper"), "Check": ("ganstop.stopping.stopper", "Check"),
-            "StopReason": ("ganstop.stopping.criteria", "StopReason"), "log_generator": ("ganstop.tracking.logger", "log_model")}
+            "StopReason": ("ganstop.stopping.criteria", "StopReason"), "log_generator": ("ganstop.tracking.logger", "log_model"),
+            "ForecastPruner": ("ganstop.study.forecast_pruner", "ForecastPruner")}
 __all__ = [*_EXPORTS, "__version__"]
 
 

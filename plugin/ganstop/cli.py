@@ -16,7 +16,7 @@ from ganstop.errors import GanstopError
 from ganstop.masking import mask
 from ganstop.errors import RecipeError
 
-PRUNERS = ("median", "percentile", "hyperband", "successive-halving", "patient", "threshold", "none")
+PRUNERS = ("forecast", "median", "percentile", "hyperband", "successive-halving", "patient", "threshold", "none")
 
 DEFAULT_RECIPE = "digits-dcgan"
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
@@ -136,11 +136,16 @@ def _train(recipe, experiment_name, run_name, progress, resume_run) -> None:
 @click.option("--storage", envvar="GANSTOP_STORAGE", type=Blank(click.STRING),
               help="Optuna RDB storage URL (default sqlite:///optuna.db); env GANSTOP_STORAGE.")
 @click.option("--study-name", type=Blank(click.STRING), help="Study to create or join (default: dataset-family).")
-@click.option("--pruner", type=click.Choice(PRUNERS), default="median", show_default=True)
+@click.option("--pruner", type=click.Choice(PRUNERS), default="forecast", show_default=True,
+              help="forecast: prune a trial once it is unlikely to beat the best completed one by the end of its "
+                   "budget (ganstop.ForecastPruner); the others are Optuna's.")
+@click.option("--prune-confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+              show_default=True, help="forecast: prune below this chance of beating the best completed trial.")
 @click.option("--prune-startup-trials", type=click.IntRange(min=0), default=3, show_default=True,
               help="median/percentile/patient: trials before pruning starts.")
 @click.option("--prune-warmup-epochs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="median/percentile/patient/threshold: epochs before a trial can be pruned.")
+              help="median/percentile/patient/threshold/forecast: epochs before a trial can be pruned "
+                   "(forecast: 0 means its default, a tenth of the budget).")
 @click.option("--prune-percentile", type=click.FloatRange(0, 100), default=25.0, show_default=True)
 @click.option("--prune-patience", type=click.IntRange(min=0), default=2, show_default=True, help="patient pruner.")
 @click.option("--prune-lower", type=Blank(click.FLOAT), help="threshold pruner: prune below this.")
@@ -165,7 +170,7 @@ def _train(recipe, experiment_name, run_name, progress, resume_run) -> None:
 @click.option("--progress/--no-progress", default=True, help="Show the progress bar over trials.")
 @click.option("--nproc", type=Blank(click.IntRange(min=1)), default="1", show_default=True,
               help="Processes (one per GPU) training each trial data-parallel, under torchrun's elastic agent.")
-def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_trials, prune_warmup_epochs,
+def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_confidence, prune_startup_trials, prune_warmup_epochs,
          prune_percentile, prune_patience, prune_lower, prune_upper, min_resource, reduction_factor, objective,
          workers, heartbeat, grace, retry_failed, sampler_seed, experiment_name, progress, nproc) -> None:
     """Search stopping and decay parameters with Optuna; one nested MLflow run per trial."""
@@ -194,7 +199,8 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
             return
     pruner_options = dict(startup_trials=prune_startup_trials, warmup_steps=prune_warmup_epochs,
                           percentile=prune_percentile, patience=prune_patience, lower=prune_lower,
-                          upper=prune_upper, min_resource=min_resource, reduction_factor=reduction_factor)
+                          upper=prune_upper, min_resource=min_resource, reduction_factor=reduction_factor,
+                          confidence=prune_confidence)
     summary = study_runner.run_study(
         recipe, n_trials=n_trials or 20, timeout=timeout, storage_url=storage, study_name=study_name,
         pruner=pruner, pruner_options=pruner_options, quality_only=objective == "quality", workers=workers or 1,
@@ -217,13 +223,29 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_startup_t
               help="compute: best metric plus search.compute_weight x share of the budget, as ganstop tune.")
 @click.option("--experiment-name", type=Blank(click.STRING),
               help="MLflow experiment of the replay run (default: the one replayed, else the active one).")
-def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed, objective, experiment_name) -> None:
-    """Search the recipe's stopping.* space on finished runs' logged curves, training nothing."""
+@click.option("--pruners", type=Blank(click.STRING), metavar="NAME,NAME",
+              help="With --from-study: replay these pruners (forecast, median, percentile, patient, "
+                   "successive-halving, hyperband) on the study's trials instead, and show what each would "
+                   "have spent and which trial it would have kept.")
+def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed, objective, experiment_name,
+           pruners) -> None:
+    """Search the recipe's stopping.* space on finished runs' logged curves, or replay pruners on a
+    finished study; training nothing."""
     from ganstop.study import replay_search
     from ganstop.tracking.store import check_reachable
 
     if not (from_experiment or from_study or run_ids):
         raise click.UsageError("name the curves to replay: --from-experiment, --from-study or --from-run")
+    if pruners:
+        from ganstop.study import replay_pruners
+
+        if not from_study:
+            raise click.UsageError("--pruners replays a study: name it with --from-study")
+        check_reachable()
+        names = [p.strip() for p in pruners.split(",") if p.strip()]
+        click.echo(replay_pruners.describe(replay_pruners.run(recipe, from_study, names, objective == "quality"),
+                                           from_study))
+        return
     check_reachable()
     found = replay_search.run(recipe, experiment=from_experiment, study=from_study, run_ids=tuple(run_ids),
                               n_trials=n_trials, sampler_seed=sampler_seed, quality_only=objective == "quality",

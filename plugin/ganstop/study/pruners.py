@@ -1,4 +1,5 @@
-"""The pruners ``ganstop tune --pruner`` builds: Optuna's own, by name."""
+"""The pruners ``ganstop tune --pruner`` builds: ganstop's ``ForecastPruner`` (the default) and
+Optuna's own, by name."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ from __future__ import annotations
 import optuna
 
 from ganstop.errors import RecipeError
+from ganstop.study.forecast_pruner import ForecastPruner
+
 
 def make_pruner(name: str, *, startup_trials: int = 3, warmup_steps: int = 0, percentile: float = 25.0,
                 patience: int = 2, lower: float | None = None, upper: float | None = None,
-                min_resource: int = 1, reduction_factor: int = 3, max_resource: int = 100) -> optuna.pruners.BasePruner:
+                min_resource: int = 1, reduction_factor: int = 3, max_resource: int = 100,
+                confidence: float = 0.2) -> optuna.pruners.BasePruner:
+    if name == "forecast":  # warm-up epochs, when asked for, replace its default warm-up share
+        share = {"warmup": warmup_steps / max_resource} if 0 < warmup_steps < max_resource else {}
+        return ForecastPruner(max_resource=max_resource, confidence=confidence, **share)
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_steps)
     if name == "percentile":

@@ -19,6 +19,7 @@ from pathlib import Path
 import mlflow
 import optuna
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ganstop import recipe as rc
@@ -48,7 +49,12 @@ def curves_from_runs(recipe: Recipe, experiment: str | None = None, study: str |
     ``train.max_epochs``; a curve that ends before it is censored."""
     client = client or MlflowClient()
     selection = resolve(recipe)
-    runs = [client.get_run(run_id) for run_id in run_ids]
+    runs = []
+    for run_id in run_ids:
+        try:
+            runs.append(client.get_run(run_id))
+        except MlflowException:
+            raise RecipeError(f"no MLflow run {run_id!r} in the tracking store") from None
     if experiment or study:
         found = client.get_experiment_by_name(experiment) if experiment else None
         if experiment and found is None:

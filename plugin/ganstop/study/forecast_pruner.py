@@ -1,0 +1,179 @@
+"""``ForecastPruner``: prune a trial once it is unlikely to beat the study's incumbent by the end
+of its budget, judged on its own curve and on what the study's other trials went on to do.
+
+GAN curves cross: the run that ends best is often a slow starter, and a run that leads early can
+collapse. Rules that compare trials at equal steps (median, percentile, successive halving) kill
+the slow starters; rules that wait (patience, long warm-ups) spend most of the budget. This pruner
+asks at each report: how likely is this trial, by the end of its budget, to beat the incumbent
+(the best completed trial's value, on the study's objective)? It prunes when that chance is below
+``confidence``, and the chance is the larger of two readings:
+
+- the study's: each finished trial ``j`` that reached this share ``u`` of the budget gives one
+  future: from its level at ``u`` (the median of its latest reports) to the best it reported after
+  ``u``, as a gain relative to that level. Applied to this trial's level, how many of those futures
+  beat the incumbent? Completed trials count whole; a pruned trial is censored: it counts when its
+  cut-off future already beat the incumbent, and is left out otherwise (its future is unknown). The
+  share is smoothed, (wins + 1/4) / (futures + 1/2), and read only where ``n_min_trials`` finished
+  trials reached this share.
+- the trial's own: ganstop's curve forecast (``stopping.forecast.fit``, the stopper's model) of
+  what the rest of its budget can reach, read as P(a check by the end beats the incumbent). A slow
+  starter still falling fast is kept by this reading even when no finished trial gained as much
+  from as far behind; a trial that collapsed has a high level, so the study's futures no longer
+  carry it, and its own forecast says it will not come back.
+
+Steps are read as shares of ``max_resource`` (trials of different lengths, and steps in any
+unit, line up), a trial whose best so far already beats the incumbent is never pruned, and
+nothing is pruned before ``warmup`` of the budget. It works on raw values (plain Optuna) and on
+best-so-far values plus a compute charge (``ganstop tune``): both are the study's objective at
+that step. Non-finite values of finished trials are ignored; a trial whose latest report is NaN
+or infinite (in the wrong direction) is pruned, as Optuna's median pruner does.
+
+Same decision on every worker: the pruner reads the other trials through the storage
+(``study.get_trials``), uses no randomness, and caches each finished trial's futures by trial
+number (finished trials never change) behind a lock, so ``n_jobs`` threads share it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
+
+from ganstop.stopping import forecast
+
+GRID = 200  # the budget's shares are read at this resolution
+LEVEL_SHARE = 0.125  # a trial's level: the median of its reports in this latest share of its steps ...
+LEVEL_MIN = 3  # ... and at least this many
+WINDOW = 0.5  # the own forecast fits the reports of this latest share of the steps (all, while too few)
+PRIOR = 0.5  # the study's share of winning futures is smoothed by this many pseudo-futures, half of them winning
+
+
+def own_chance(steps: np.ndarray, values: np.ndarray, max_resource: float, bar: float) -> float | None:
+    """P(the trial's own curve reaches below ``bar`` by ``max_resource``), values lower-is-better;
+    None when the curve has too few reports for a forecast. The one place the curve model is asked,
+    so another model can stand in for ``stopping.forecast``."""
+    keep = steps > 0
+    budget = max(max_resource, float(steps[-1]))
+    fitted = forecast.fit(steps[keep], values[keep], budget, WINDOW) or forecast.fit(steps[keep], values[keep], budget, 1.0)
+    return None if fitted is None else fitted.p_gain(bar, 0.0)
+
+
+def level(values: np.ndarray, steps: np.ndarray) -> float:
+    """The median of the reports in the latest LEVEL_SHARE of the steps so far (at least LEVEL_MIN):
+    where the curve is now, not its luckiest check."""
+    first = int(np.searchsorted(steps, (1 - LEVEL_SHARE) * steps[-1], side="left"))
+    return float(np.median(values[min(first, max(0, values.size - LEVEL_MIN)):]))
+
+
+class ForecastPruner(BasePruner):
+    """Prune when P(this trial beats the best completed trial by the end of its budget) < ``confidence``.
+
+    Args:
+        max_resource: the step a trial's budget ends at (``"auto"``: the largest last step of the
+            completed trials).
+        confidence: prune below this chance of beating the incumbent.
+        warmup: share of ``max_resource`` before which no trial is pruned.
+        n_min_trials: finished trials that reached a share before it can prune there.
+    """
+
+    def __init__(self, max_resource: int | str = "auto", *, confidence: float = 0.2, warmup: float = 0.1,
+                 n_min_trials: int = 3) -> None:
+        if not (max_resource == "auto" or (isinstance(max_resource, int) and not isinstance(max_resource, bool)
+                                           and max_resource >= 1)):
+            raise ValueError(f"max_resource must be an int >= 1 or 'auto', but got {max_resource!r}")
+        if not 0 < confidence < 1:
+            raise ValueError(f"confidence must be in (0, 1), but got {confidence!r}")
+        if not 0 <= warmup < 1:
+            raise ValueError(f"warmup must be a share of the budget in [0, 1), but got {warmup!r}")
+        if n_min_trials < 1:
+            raise ValueError(f"n_min_trials must be at least 1, but got {n_min_trials!r}")
+        self._max_resource, self._confidence, self._warmup, self._n_min = max_resource, confidence, warmup, n_min_trials
+        self._lock = threading.Lock()
+        self._seen: dict[int, tuple[np.ndarray, np.ndarray, bool, float | None] | None] = {}
+        self._table: tuple | None = None  # (levels, futures, complete, values) stacked over the finished trials
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        if study._is_multi_objective():
+            raise ValueError("ForecastPruner does not support multi-objective studies")
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+        latest = trial.intermediate_values[step]
+        if math.isnan(latest) or sign * latest == math.inf:
+            return True
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        with self._lock:
+            max_resource = self._resource(finished)
+            if max_resource is None or step < self._warmup * max_resource:
+                return False
+            levels, futures, complete, values = self._update(finished, sign, max_resource)
+        if not np.isfinite(values).any():
+            return False
+        incumbent = float(np.nanmin(values))
+        steps = np.array(sorted(s for s, v in trial.intermediate_values.items() if math.isfinite(v)), float)
+        ys = np.array([sign * trial.intermediate_values[int(s)] for s in steps])
+        if ys.size == 0 or ys.min() < incumbent:
+            return False
+        column = min(GRID, int(GRID * step / max_resource))
+        here = level(ys, steps)
+        reached = np.isfinite(levels[:, column]) & np.isfinite(futures[:, column])
+        if reached.sum() < self._n_min:
+            return False
+        now = levels[reached, column]
+        gains = (now - futures[reached, column]) / np.maximum(np.abs(now), 1e-12)
+        wins = here - gains * abs(here) < incumbent
+        counted = wins | complete[reached]  # a censored future that fell short is unknown: left out
+        if (wins.sum() + PRIOR / 2) / (counted.sum() + PRIOR) >= self._confidence:
+            return False
+        own = own_chance(steps, ys, float(max_resource), incumbent)
+        return own is not None and own < self._confidence
+
+    def _resource(self, finished: list[FrozenTrial]) -> float | None:
+        if self._max_resource != "auto":
+            return float(self._max_resource)
+        ends = [t.last_step for t in finished if t.state == TrialState.COMPLETE and t.last_step]
+        return float(max(ends)) if ends else None
+
+    def _update(self, finished: list[FrozenTrial], sign: float, max_resource: float) -> tuple:
+        """The stacked futures of every finished trial, recomputed only when a new one appears."""
+        fresh = [t for t in finished if t.number not in self._seen]
+        if fresh or self._table is None:
+            for t in fresh:
+                self._seen[t.number] = _futures(t, sign, max_resource)
+            rows = [r for r in self._seen.values() if r is not None]
+            if rows:
+                self._table = (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                               np.array([r[2] for r in rows]), np.array([r[3] for r in rows], float))
+            else:
+                empty = np.empty((0, GRID + 1))
+                self._table = (empty, empty, np.empty(0, bool), np.empty(0))
+        return self._table
+
+
+def _futures(trial: FrozenTrial, sign: float, max_resource: float) -> tuple | None:
+    """Per share of the budget (GRID + 1 columns): the trial's level there and the best it reported
+    after it (NaN where it had not reached the share or reported nothing after it); whether it
+    completed; its value (lower-is-better; NaN unless a finite complete value)."""
+    items = sorted((s, sign * v) for s, v in trial.intermediate_values.items() if math.isfinite(v))
+    if not items:
+        return None
+    steps = np.array([s for s, _ in items], float)
+    ys = np.array([v for _, v in items])
+    columns = np.minimum(GRID, (GRID * steps / max_resource).astype(int))
+    levels, futures = np.full(GRID + 1, np.nan), np.full(GRID + 1, np.nan)
+    after = np.minimum.accumulate(ys[::-1])[::-1]  # best of the reports from i on
+    for i, column in enumerate(columns):
+        levels[column] = level(ys[: i + 1], steps[: i + 1])
+        futures[column] = after[i + 1] if i + 1 < ys.size else np.nan
+    # a share between two reports reads the latest report before it
+    filled = np.maximum.accumulate(np.where(np.isfinite(levels), np.arange(GRID + 1), -1))
+    valid = filled >= 0
+    levels[valid], futures[valid] = levels[filled[valid]], futures[filled[valid]]
+    complete = trial.state == TrialState.COMPLETE
+    value = sign * trial.value if complete and trial.value is not None and math.isfinite(trial.value) else np.nan
+    return levels, futures, complete, value

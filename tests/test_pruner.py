@@ -1,0 +1,188 @@
+"""ForecastPruner on hand-made studies, in Optuna's style: finished trials added with
+``create_trial``/``add_trial``, the trial under test driven by ``ask``/``report``/``should_prune``."""
+
+import math
+import sys
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ganstop import ForecastPruner
+from ganstop.study.pruners import make_pruner
+
+State = optuna.trial.TrialState
+STEPS = 50
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def fast(t):  # starts fast, levels off near 10
+    return 10 + 40 * math.exp(-t / 5)
+
+
+def finished(curve, state=State.COMPLETE, steps=STEPS, sign=1.0):
+    values = {t: sign * curve(t) for t in range(1, steps + 1)}
+    best = min(values.values()) if sign > 0 else max(values.values())
+    return optuna.trial.create_trial(state=state, value=best if state == State.COMPLETE else None,
+                                     intermediate_values=values)
+
+
+def study_of(*trials, direction="minimize", storage=None, name=None):
+    study = optuna.create_study(direction=direction, pruner=ForecastPruner(max_resource=STEPS), storage=storage,
+                                study_name=name)
+    for trial in trials:
+        study.add_trial(trial)
+    return study
+
+
+def first_prune(study, curve, sign=1.0):
+    """The step the pruner first fires at while ``curve`` is reported, or None."""
+    trial = study.ask()
+    for t in range(1, STEPS + 1):
+        trial.report(sign * curve(t), t)
+        if trial.should_prune():
+            return t
+    return None
+
+
+def plateaus():
+    return [finished(lambda t, k=k: fast(t) + k) for k in range(5)]
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_resource=0), dict(max_resource="all"), dict(max_resource=True),
+                                    dict(confidence=0.0), dict(confidence=1.0), dict(warmup=-0.1),
+                                    dict(warmup=1.0), dict(n_min_trials=0)])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        ForecastPruner(**{"max_resource": 10, **kwargs})
+
+
+def test_a_trial_worse_at_every_share_than_every_completed_one_is_pruned_early():
+    assert 5 <= first_prune(study_of(*plateaus()), lambda t: fast(t) + 15) <= 10
+
+
+def test_the_same_in_a_study_that_maximizes():
+    study = study_of(*[finished(lambda t, k=k: fast(t) + k, sign=-1.0) for k in range(5)], direction="maximize")
+    assert 5 <= first_prune(study, lambda t: fast(t) + 15, sign=-1.0) <= 10
+
+
+def test_a_slow_starter_that_ends_best_is_not_pruned():
+    # behind every completed trial until past the middle of the budget, but falling fast all along
+    slow = lambda t: 5 + 200 * math.exp(-t / 12)  # noqa: E731
+    assert slow(25) > fast(25) + 4 and slow(STEPS) < 10
+    assert first_prune(study_of(*plateaus()), slow) is None
+    # and the rule that compares trials at equal steps kills it
+    median = optuna.create_study(pruner=make_pruner("median"))
+    for trial in plateaus():
+        median.add_trial(trial)
+    assert first_prune(median, slow) is not None
+
+
+def test_a_trial_that_leads_then_collapses_is_pruned_soon_after_the_turn():
+    # the completed trials gain a lot late (their LRs anneal), so a leader is worth keeping ...
+    late = [finished(lambda t, k=k: 60 - t + k) for k in range(5)]  # 10-14 at the end
+    turn = 20
+    collapse = lambda t: 50 - 1.5 * t if t <= turn else 150  # noqa: E731  ahead of all until the turn
+    assert all(collapse(t) < 60 - t for t in range(1, turn + 1))
+    pruned = first_prune(study_of(*late), collapse)
+    assert pruned is not None and turn < pruned <= turn + 6
+
+
+def test_a_trial_better_than_the_incumbent_is_never_pruned():
+    assert first_prune(study_of(*plateaus()), lambda t: fast(t) - 2) is None
+
+
+def test_no_pruning_before_the_warm_up_or_without_completed_trials():
+    study = study_of(*plateaus())
+    trial = study.ask()
+    for t in range(1, 5):  # a tenth of 50 steps
+        trial.report(1e6, t)
+        assert not trial.should_prune()
+    empty = study_of(*[finished(fast, state=State.PRUNED, steps=10) for _ in range(5)])
+    assert first_prune(empty, lambda t: 1e6) is None
+
+
+def test_pruned_trials_count_as_censored():
+    flat = [finished(lambda t, k=k: 20 + k) for k in range(4)]  # incumbent 20, none gained anything
+    behind = lambda t: 30 + 0.01 * (t % 2)  # noqa: E731  flat, a third behind
+
+    def pruned_at_15(*trials):
+        trial = study_of(*trials).ask()
+        for t in range(1, 16):
+            trial.report(behind(t), t)
+        return trial.should_prune()
+
+    assert pruned_at_15(*flat)
+    # trials pruned at 60% after falling from 30 to 15 at 50%: their futures, cut short, already won
+    fallers = [finished(lambda t: 30 if t < 25 else 15, state=State.PRUNED, steps=30) for _ in range(4)]
+    assert not pruned_at_15(*flat, *fallers)
+    # many trials pruned flat at 40%: their futures are unknown, not losses, so they change nothing
+    cut = [finished(behind, state=State.PRUNED, steps=20) for _ in range(20)]
+    assert not pruned_at_15(*flat, *fallers, *cut)
+
+
+def test_non_finite_values():
+    broken = [finished(lambda t: float("nan") if t % 3 == 0 else fast(t) + 1) for _ in range(4)]
+    study = study_of(*plateaus(), *broken)
+    assert 5 <= first_prune(study, lambda t: fast(t) + 15) <= 10
+    trial = study_of(*plateaus()).ask()
+    trial.report(float("nan"), 1)
+    assert trial.should_prune()
+
+
+def test_unsorted_intermediate_values_and_steps_from_zero_decide_alike():
+    def trials(order):
+        return [optuna.trial.create_trial(value=fast(STEPS) + k, intermediate_values={
+            t: fast(t) + k for t in order}) for k in range(5)]
+
+    forward, backward = list(range(0, STEPS + 1)), list(range(STEPS, -1, -1))
+    assert first_prune(study_of(*trials(forward)), lambda t: fast(t) + 15) == \
+        first_prune(study_of(*trials(backward)), lambda t: fast(t) + 15)
+
+
+def test_auto_max_resource_reads_the_completed_trials():
+    study = optuna.create_study(pruner=ForecastPruner())
+    for trial in plateaus():
+        study.add_trial(trial)
+    assert 5 <= first_prune(study, lambda t: fast(t) + 15) <= 10
+
+
+def test_two_workers_on_one_storage_decide_alike(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    one = study_of(*plateaus(), finished(fast, state=State.PRUNED, steps=12), storage=storage, name="shared")
+    two = optuna.load_study(study_name="shared", storage=storage, pruner=ForecastPruner(max_resource=STEPS))
+    hopeless, good = one.ask(), two.ask()
+    decisions = []
+    for t in range(1, 15):
+        hopeless.report(fast(t) + 15, t)
+        good.report(fast(t) - 1, t)
+        for trial in (hopeless, good):
+            frozen = one._storage.get_trial(trial._trial_id)
+            decisions.append((one.pruner.prune(one, frozen), two.pruner.prune(two, frozen)))
+    assert all(a == b for a, b in decisions)
+    assert any(a for a, _ in decisions[0::2]) and not any(a for a, _ in decisions[1::2])
+
+
+def test_forecast_is_exported_and_built_by_name():
+    assert isinstance(make_pruner("forecast", max_resource=30), ForecastPruner)
+    with pytest.raises(ValueError):
+        make_pruner("forecast", max_resource=30, confidence=2.0)
+
+
+@pytest.mark.slow
+def test_tune_with_the_forecast_pruner_mirrors_optuna_states(search_recipe, tracking, tmp_path):
+    import subprocess
+
+    from conftest import cli_env
+    from test_study import assert_mirrored
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [sys.executable, "-m", "ganstop", "tune", "--recipe", str(search_recipe), "--n-trials", "6",
+           "--storage", storage, "--study-name", "forecast", "--sampler-seed", "1", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(MLFLOW_TRACKING_URI=tracking), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    study = optuna.load_study(study_name="forecast", storage=storage)
+    assert_mirrored(MlflowClient(), study)
+    assert any(t.state == State.COMPLETE for t in study.trials)
+    assert np.isfinite(study.best_value)
