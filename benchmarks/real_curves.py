@@ -1,10 +1,14 @@
 """Stopping policies replayed on real GAN trainings' FID curves and on ganstop's own long curves.
 
-Real curves: every file in ``benchmarks/curves/`` (PyTorch-StudioGAN's published training logs,
-each file with its source line): check i is epoch i and the budget is the log's length, as the
-log's own run had it. The default stopper's parameters were chosen on the even-indexed curves of
-each file (a split fixed in file order before looking); the odd-indexed ones are reported apart
-as held out, and so is the issue's set, the 30 CIFAR-10 curves.
+Real curves: every file in ``benchmarks/curves/`` (or the files given: public training logs, each
+file with its source line): check i is epoch i and the budget is the log's length, as the log's
+own run had it. Files are grouped by the project they come from (``replay.source_group``). The
+default forecasts with the learned curve model, and every real curve is scored
+leave-one-source-out: by a model trained, as the shipped one is, on the prior and on the real
+curves of every *other* group. Beside it, the old split: the odd-indexed curves of each file
+scored by a model trained without them; and the issue's set, the 30 CIFAR-10 curves. Models are
+trained once per fold and cached under ``benchmarks/.cache/curve_model`` by the hash of the
+training code and the curve files (about 3 minutes each on one core).
 
 Own curves: digits trained to 3x its budget (450 epochs) and the 2D recipes to their own budget
 (their LRs anneal to the last epoch, so they are reported apart), a check every epoch, seeds
@@ -20,20 +24,26 @@ budget used, and the worst gap.
 from __future__ import annotations
 
 import argparse
+import glob
+import hashlib
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from _report import ROOT, publish
 
 from ganstop import recipe as rc
+from ganstop.stopping import curve_model, curve_prior, train_curve_model
+from ganstop.stopping.curve_model import CurveModel, forecast
 from ganstop.stopping.forecast import fit
-from ganstop.stopping.replay import Curve, Outcome, load_curves, replay, summarize
+from ganstop.stopping.replay import Curve, Outcome, load_curves, replay, source_group, summarize
 from ganstop.study.replay_search import search
 
 CURVES = ROOT / "benchmarks" / "curves"
+MODELS = ROOT / "benchmarks" / ".cache" / "curve_model"
 PLOT = ROOT / "docs" / "stopper_tradeoff.png"
 RECIPES = ["digits-dcgan", "ring8-mlp", "grid25-mlp"]
 TOLERANCES = (0.01, 0.02, 0.05, 0.1, 0.2)
@@ -43,7 +53,8 @@ LIGHTNING = (3, 5, 10, 20, 30)
 def policies() -> dict[str, rc.StoppingConfig | None]:
     """Name -> stopping section; None is the hindsight oracle."""
     default = rc.StoppingConfig()
-    out: dict[str, rc.StoppingConfig | None] = {"default": default}
+    out: dict[str, rc.StoppingConfig | None] = {"default": default,
+                                                 "curve model": rc.StoppingConfig(criteria=["curve_model"])}
     for name in RECIPES:
         out[f"own: {name}"] = rc.load(name).stopping
     for patience in LIGHTNING:
@@ -64,12 +75,34 @@ def oracle(curve: Curve) -> Outcome:
     return Outcome(curve.name, epoch, epoch, best, curve.gap(best), epoch / curve.budget, "hindsight", False)
 
 
-def score(curves: list[Curve], config: rc.StoppingConfig | None) -> dict[str, float]:
-    return summarize([oracle(c) if config is None else replay(c, config) for c in curves])
+def fold_model(paths: list[str], held: str) -> CurveModel:
+    """The curve model trained as the shipped one is, without the real curves ``held`` names: a
+    source group, or "odd" (the odd-indexed curves of each file); trained once and cached."""
+    import torch
+
+    digest = hashlib.sha256(held.encode())
+    for module in (curve_model, curve_prior, train_curve_model):
+        digest.update(Path(module.__file__).read_bytes())
+    for path in paths:
+        digest.update(Path(path).read_bytes())
+    file = MODELS / f"{held}-{digest.hexdigest()[:12]}.pt"
+    if not file.exists():
+        torch.set_num_threads(1)
+        exclude = (lambda path, i: i % 2 == 1) if held == "odd" else train_curve_model.leaving_out(held)
+        state = train_curve_model.train(paths, exclude, log=lambda line: print(f"[{held}] {line}", flush=True))
+        MODELS.mkdir(parents=True, exist_ok=True)
+        torch.save(state, file)
+    return curve_model.load(file)
 
 
-def table(title: str, curves: list[Curve], names: dict[str, rc.StoppingConfig | None]) -> tuple[list[str], dict]:
-    scores = {name: score(curves, config) for name, config in names.items()}
+def score(curves: list[Curve], config: rc.StoppingConfig | None,
+          model_of: Callable[[Curve], CurveModel | None] = lambda curve: None) -> dict[str, float]:
+    return summarize([oracle(c) if config is None else replay(c, config, model=model_of(c)) for c in curves])
+
+
+def table(title: str, curves: list[Curve], names: dict[str, rc.StoppingConfig | None],
+          model_of: Callable[[Curve], CurveModel | None] = lambda curve: None) -> tuple[list[str], dict]:
+    scores = {name: score(curves, config, model_of) for name, config in names.items()}
     lines = [f"{title} ({len(curves)} runs):", "",
              "| policy | within 5% | within 2% | budget used (mean) | budget used (median) | worst gap |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -79,9 +112,23 @@ def table(title: str, curves: list[Curve], names: dict[str, rc.StoppingConfig | 
     return lines + [""], scores
 
 
-def dominated(scores: dict[str, dict]) -> int:
-    """1 when some Lightning setting has more runs within 5% and less compute than the default."""
-    own = scores["default"]
+def group_table(groups: dict[str, list[Curve]], names: dict[str, rc.StoppingConfig | None],
+                model_of: Callable[[Curve], CurveModel | None]) -> tuple[list[str], dict[str, dict]]:
+    """Per source group: the default, the curve model (scored leave-one-source-out), Lightning, hindsight."""
+    shown = ["default", "curve model", *(f"lightning p{p}" for p in LIGHTNING), "hindsight oracle"]
+    lines = ["Per source group, leave-one-source-out (runs within 5% / mean share of the budget):", "",
+             "| group | runs | " + " | ".join(shown) + " |", "| --- | --- | " + " | ".join("---" for _ in shown) + " |"]
+    out = {}
+    for group, curves in groups.items():
+        out[group] = {name: score(curves, names[name], model_of) for name in names}
+        lines.append(f"| {group} | {len(curves)} | " + " | ".join(
+            f"{out[group][n]['within5']}/{out[group][n]['runs']} at {out[group][n]['compute_mean']:.0%}" for n in shown) + " |")
+    return lines + [""], out
+
+
+def dominated(scores: dict[str, dict], policy: str = "default") -> int:
+    """1 when some Lightning setting has more runs within 5% and less compute than ``policy``."""
+    own = scores[policy]
     return int(any(s["within5"] > own["within5"] and s["compute_mean"] < own["compute_mean"]
                    for name, s in scores.items() if name.startswith("lightning")))
 
@@ -128,7 +175,7 @@ def plot(scores: dict[str, dict], path: Path) -> None:
     ax.plot([hind["compute_mean"]], [hind["within5"] / runs], "*", markersize=12, label="hindsight")
     ax.set_xlabel("mean share of the budget used")
     ax.set_ylabel("runs within 5% of their best FID")
-    ax.set_title(f"{runs} real GAN trainings (PyTorch-StudioGAN logs)")
+    ax.set_title(f"{runs} real GAN trainings, leave-one-source-out")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -147,18 +194,27 @@ def costs(cifar: list[Curve]) -> tuple[list[str], dict]:
     for _ in range(20):
         fit(epochs, values, 2000)
     per_check = (time.perf_counter() - start) / 20 * 1000
+    forecast(epochs, values, 2000)  # the shipped weights load once per process
+    start = time.perf_counter()
+    for _ in range(20):
+        forecast(epochs, values, 2000)
+    per_model = (time.perf_counter() - start) / 20 * 1000
     start = time.perf_counter()
     found = search([Curve(c.name, c.checks, c.budget) for c in cifar], rc.load("digits-dcgan"), 1000, sampler_seed=0)
     seconds = time.perf_counter() - start
-    lines = [f"Cost: one forecast on a history of 1,000 checks takes {per_check:.2f} ms; 1,000 stopping settings "
+    lines = [f"Cost: one forecast on a history of 1,000 checks takes {per_check:.2f} ms (the curve model's: "
+             f"{per_model:.2f} ms); 1,000 stopping settings "
              f"replayed over the 30 CIFAR-10 curves (`ganstop replay`'s search, digits' space and compute charge) take "
              f"{seconds:.1f} s; the best of them keeps {found.summary['within5']}/30 within 5% at "
              f"{found.summary['compute_mean']:.0%} of the budget on mean.", ""]
-    return lines, {"forecast_ms_1000_checks": per_check, "replay_1000_trials_seconds": seconds}
+    return lines, {"forecast_ms_1000_checks": per_check, "model_forecast_ms_1000_checks": per_model,
+                   "replay_1000_trials_seconds": seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("curves", nargs="*", default=[str(CURVES / "*.json")],
+                        help="real curve files (globs are expanded); default: benchmarks/curves/*.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of digits' own curves")
     parser.add_argument("--seeds-2d", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the 2D recipes' curves")
     parser.add_argument("--no-own", action="store_true", help="real curves only (ganstop's own curves train for an hour)")
@@ -166,32 +222,52 @@ def main() -> None:
     args = parser.parse_args()
 
     names = policies()
-    sources, chosen, held, cifar = [], [], [], []
-    for path in sorted(CURVES.glob("*.json")):
+    paths = sorted({p for pattern in args.curves for p in glob.glob(pattern)})
+    sources, chosen, held, cifar, groups, group_of = [], [], [], [], {}, {}
+    for path in paths:
         source, curves = load_curves(path)
-        sources.append(f"- `{path.relative_to(ROOT)}` ({len(curves)} curves): {source}")
+        sources.append(f"- `{Path(path).resolve().relative_to(ROOT) if Path(path).resolve().is_relative_to(ROOT) else path}` "
+                       f"({len(curves)} curves, group `{source_group(path)}`): {source}")
         chosen += curves[0::2]
         held += curves[1::2]
         cifar += [c for c in curves if c.name.startswith("CIFAR10/")]
-    everything = chosen + held
+        groups.setdefault(source_group(path), []).extend(curves)
+        group_of.update({id(c): source_group(path) for c in curves})
+    everything = [c for curves in groups.values() for c in curves]
+    loso = {group: fold_model(paths, group) for group in groups}
+    odd = fold_model(paths, "odd")
+
+    def out_of_source(curve: Curve) -> CurveModel:
+        return loso[group_of[id(curve)]]
+
     lines = ["Real curves:", "", *sources, ""]
-    section, cifar_scores = table("The issue's set: the 30 CIFAR-10 curves", cifar, names)
+    section, all_scores = table("Every real curve, each scored by a curve model that saw none of its group's curves "
+                                "(leave-one-source-out)", everything, names, out_of_source)
     lines += section
-    section, all_scores = table("Every real curve", everything, names)
+    section, group_scores = group_table(groups, names, out_of_source)
     lines += section
-    section, held_scores = table("Held out: the odd-indexed curves of each file (no choice made on them)", held, names)
+    section, cifar_scores = table("The issue's set: the 30 CIFAR-10 curves (leave-one-source-out)", cifar, names, out_of_source)
     lines += section
-    section, _ = table("Chosen on: the even-indexed curves", chosen, names)
+    section, held_scores = table("The old split: the odd-indexed curves of each file, scored by a model trained "
+                                 "without them", held, names, lambda curve: odd)
+    lines += section
+    section, _ = table("For reference: every real curve by the shipped model, which was trained on them", everything, names)
     lines += section
     plot(all_scores, PLOT)
     lines += [f"![compute against quality]({PLOT.relative_to(ROOT / 'docs')})", ""]
-    result = {"real_within5": cifar_scores["default"]["within5"], "real_runs": cifar_scores["default"]["runs"],
-              "real_compute_mean": cifar_scores["default"]["compute_mean"],
-              "all_within5": all_scores["default"]["within5"], "all_runs": all_scores["default"]["runs"],
-              "all_compute_mean": all_scores["default"]["compute_mean"],
-              "held_within5": held_scores["default"]["within5"], "held_runs": held_scores["default"]["runs"],
-              "held_compute_mean": held_scores["default"]["compute_mean"],
-              "dominated_by_lightning": max(dominated(cifar_scores), dominated(all_scores))}
+    big = {g: s for g, s in group_scores.items() if len(groups[g]) >= 5}
+    result: dict[str, object] = {"groups": len(groups), "groups_of_5": len(big)}
+    for policy, prefix in (("default", ""), ("curve model", "model_")):
+        result.update({
+            f"{prefix}real_within5": cifar_scores[policy]["within5"], f"{prefix}real_runs": cifar_scores[policy]["runs"],
+            f"{prefix}real_compute_mean": cifar_scores[policy]["compute_mean"],
+            f"{prefix}all_within5": all_scores[policy]["within5"], f"{prefix}all_runs": all_scores[policy]["runs"],
+            f"{prefix}all_compute_mean": all_scores[policy]["compute_mean"],
+            f"{prefix}worst_group_within5_share": min(s[policy]["within5"] / s[policy]["runs"] for s in big.values()),
+            f"{prefix}held_within5": held_scores[policy]["within5"], f"{prefix}held_runs": held_scores[policy]["runs"],
+            f"{prefix}held_compute_mean": held_scores[policy]["compute_mean"],
+            f"{prefix}dominated_by_lightning": max(dominated(cifar_scores, policy), dominated(all_scores, policy),
+                                                   *(dominated(s, policy) for s in group_scores.values()))})
     cost_lines, cost = costs(cifar)
     lines += cost_lines
     result.update(cost)

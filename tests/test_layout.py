@@ -27,6 +27,9 @@ LAYERS = [
 # What each concept must not know (ARCHITECTURE: train.py imports neither mlflow nor optuna, ...)
 FORBIDDEN = {"stopping": {"torch", "mlflow", "optuna"}, "training": {"mlflow", "optuna"}, "tracking": {"optuna"},
              "data": {"mlflow", "optuna"}, "metrics": {"mlflow", "optuna"}}
+# The curve model's weights are a torch state dict, read with weights_only=True, and its training
+# script is torch; both modules load torch only when asked (the forward pass is numpy).
+ALLOWED = {"ganstop.stopping.curve_model": {"torch"}, "ganstop.stopping.train_curve_model": {"torch"}}
 
 
 def _concept(module: str) -> str:
@@ -92,7 +95,7 @@ def test_imports_run_down(name, imports):
 
 @pytest.mark.parametrize("name,imports", MODULES, ids=[name for name, _ in MODULES])
 def test_each_concept_knows_only_its_libraries(name, imports):
-    forbidden = FORBIDDEN.get(_concept(name).split(".")[0], set())
+    forbidden = FORBIDDEN.get(_concept(name).split(".")[0], set()) - ALLOWED.get(name, set())
     assert not [i for i in imports if i.split(".")[0] in forbidden], f"{name} imports one of {forbidden}"
 
 

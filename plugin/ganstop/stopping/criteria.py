@@ -86,6 +86,30 @@ class Forecast(Criterion):
         return fit.share >= EARLIEST and not s._still_learning()
 
 
+class CurveForecast(Criterion):
+    """The learned curve model's forecast (``curve_model``): P(the rest of the budget beats the
+    best by more than ``tolerance`` x |best|) fell below ``confidence``. Where ``forecast`` reads
+    a curve through hand-set rules (EARLIEST, TURN, UNDONE, LEARNING, ...), this model learned
+    from curves that saturate, sit on a plateau and then fall, rise first, collapse, drift and
+    wander. Like ``forecast`` it needs ``max_epochs`` and is silent before ``annealed_at``: a
+    schedule's annealing is not in the curve."""
+
+    reason = StopReason.FORECAST_NO_GAIN
+
+    def active(self, s: "EarlyStopper") -> bool:
+        return s.max_epochs is not None
+
+    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
+        if s.annealed_at is not None and s.checks[-1][0] < s.annealed_at:
+            return False
+        probabilities = s.forecast()
+        if probabilities is None:
+            return False
+        from ganstop.stopping.curve_model import exceeds
+
+        return exceeds(probabilities, s.tolerance) < s.confidence
+
+
 class Patience(Criterion):
     """Keras/Lightning: ``patience`` epochs without a ``min_delta`` gain, and not before
     ``patience_increase`` x the last improvement's epoch. Off while ``patience`` is None."""
@@ -155,5 +179,5 @@ class SuccessiveWorsening(Criterion):
         return None not in ends and all(s._gain(a, b) < 0 for a, b in zip(ends, ends[1:]))
 
 
-CRITERIA: dict[str, Criterion] = {"forecast": Forecast(), "patience": Patience(), "trend": Trend(),
+CRITERIA: dict[str, Criterion] = {"forecast": Forecast(), "curve_model": CurveForecast(), "patience": Patience(), "trend": Trend(),
                                   "gl": GeneralizationLoss(), "pq": ProgressQuotient(), "up": SuccessiveWorsening()}

@@ -3,9 +3,10 @@
 A stopping rule does not change training before its stop, so a curve recorded to its budget
 scores any rule exactly. ``Curve`` is one recorded run; ``replay`` runs a recipe's stopping
 section over it with the same ``EarlyStopper.from_config`` that training uses; ``summarize``
-gives the numbers every report shares. The forecast's curve fits depend on the checks, the
-window but not on the tolerance or the warm-up, so they are cached per curve: a search that
-replays a thousand settings fits each curve prefix once.
+gives the numbers every report shares. The forecasts (the curve fits, and the curve model's)
+depend on the checks (and the fits on the window) but not on the tolerance, confidence or
+warm-up, so they are cached per curve: a search that replays a thousand settings forecasts each
+curve prefix once.
 
 Censoring: a run that its own stopper ended early (``censored``) is known only up to its last
 check. A rule that has not stopped by then is scored as stopping there, with the best it saw:
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ganstop.stopping.curve_model import CurveModel, forecast
 from ganstop.stopping.forecast import Fit, fit
 from ganstop.stopping.stopper import EarlyStopper
 from ganstop.stopping.criteria import StopReason
@@ -40,6 +42,7 @@ class Curve:
     censored: bool = False  # ended by its own stopper before the budget: nothing known past the last check
     annealed_at: int | None = None  # when its LR schedule had annealed (training.optim.annealed_epoch); None: no decay
     _fits: dict = field(default_factory=dict, repr=False)
+    _forecasts: dict = field(default_factory=dict, repr=False)
 
     @property
     def best_ever(self) -> float:
@@ -65,10 +68,7 @@ class Curve:
     def fits(self, window: float):
         """``n -> the forecast after the first n finite checks``, cached for this curve."""
         if window not in self._fits:
-            sign = 1.0 if self.mode == "min" else -1.0
-            finite = [c for c in self.checks if math.isfinite(c[1])]
-            epochs = np.array([c[0] for c in finite], float)
-            values = sign * np.array([c[1] for c in finite], float)
+            epochs, values = self._oriented()
             cache: dict[int, Fit | None] = {}
 
             def at(n: int) -> Fit | None:
@@ -78,6 +78,27 @@ class Curve:
 
             self._fits[window] = at
         return self._fits[window]
+
+    def _oriented(self) -> tuple[np.ndarray, np.ndarray]:
+        """The finite checks' epochs and values, lower is better."""
+        sign = 1.0 if self.mode == "min" else -1.0
+        finite = [c for c in self.checks if math.isfinite(c[1])]
+        return np.array([c[0] for c in finite], float), sign * np.array([c[1] for c in finite], float)
+
+    def forecasts(self, model: CurveModel | None = None):
+        """``n -> the curve model's forecast after the first n finite checks``, cached for this
+        curve and ``model`` (None: the shipped one)."""
+        if model not in self._forecasts:
+            epochs, values = self._oriented()
+            cache: dict[int, np.ndarray | None] = {}
+
+            def at(n: int) -> np.ndarray | None:
+                if n not in cache:
+                    cache[n] = forecast(epochs[:n], values[:n], self.budget, model)
+                return cache[n]
+
+            self._forecasts[model] = at
+        return self._forecasts[model]
 
 
 @dataclass(frozen=True)
@@ -92,12 +113,14 @@ class Outcome:
     censored: bool  # reached the end of a censored record without stopping
 
 
-def replay(curve: Curve, config: object, fast: bool = True) -> Outcome:
+def replay(curve: Curve, config: object, fast: bool = True, model: CurveModel | None = None) -> Outcome:
     """The stopping section ``config`` (a ``recipe.StoppingConfig`` or anything with its fields)
-    replayed over ``curve``; ``fast`` reuses the curve's cached forecast fits."""
+    replayed over ``curve``; ``fast`` reuses the curve's cached forecasts; ``model`` stands in for
+    the shipped curve model (leave-one-source-out scoring)."""
     stopper = EarlyStopper.from_config(config, curve.mode, max_epochs=curve.budget, annealed_at=curve.annealed_at)
     fits = curve.fits(stopper.forecast_window) if fast else None
-    stopper.replay(curve.checks, curve.checks[-1][0] if curve.censored else curve.budget, fits=fits)
+    forecasts = curve.forecasts(model) if fast or model is not None else None
+    stopper.replay(curve.checks, curve.checks[-1][0] if curve.censored else curve.budget, fits, forecasts)
     cut = curve.censored and stopper.stop_reason == StopReason.MAX_EPOCHS
     best_epoch, best = stopper.best_epoch, stopper.best
     if best is None:  # a warm-up longer than this record monitored nothing: the run ends with its last check
@@ -112,6 +135,13 @@ def summarize(outcomes: list[Outcome]) -> dict[str, float]:
     out = {f"within{round(w * 100)}": sum(o.gap <= w + 1e-12 for o in outcomes) for w in WITHIN}
     return {**out, "runs": len(outcomes), "compute_mean": statistics.fmean(shares),
             "compute_median": statistics.median(shares), "gap_max": max(o.gap for o in outcomes)}
+
+
+def source_group(path: Path | str) -> str:
+    """The project a curve file comes from (curves of one project share code, data and habits,
+    so leave-one-source-out holds them out together): its ``project`` key, else its name before
+    the first '-' (``studiogan-cifar10.json``: ``studiogan``)."""
+    return json.loads(Path(path).read_text()).get("project") or Path(path).stem.split("-")[0]
 
 
 def load_curves(path: Path | str) -> tuple[str, list[Curve]]:

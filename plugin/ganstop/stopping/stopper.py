@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from ganstop.stopping.criteria import CRITERIA, StopReason, better, epoch_of
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ganstop.stopping.forecast import Fit
 
 AUTO_DELTA_SE = 1.0  # `min_delta: auto`: a gain counts when above the standard error of the difference
@@ -99,6 +101,7 @@ class EarlyStopper:
     checks: list[tuple[int, float, float | None]] = field(default_factory=list, init=False)  # monitored
     curve: list[tuple[int, float, float | None]] = field(default_factory=list, init=False)  # every finite check
     fits: Callable[[int], "Fit | None"] | None = field(default=None, init=False, repr=False)  # replay's cache, by len(curve)
+    forecasts: Callable[[int], "np.ndarray | None"] | None = field(default=None, init=False, repr=False)  # likewise
     _reference: tuple[float, float | None] | None = field(default=None, init=False)  # value, its se
     _since: int = field(default=0, init=False)  # epoch of the last improvement; warm-up's end before one
     _best_so_far: list[float] = field(default_factory=list, init=False, repr=False)  # aligned with checks
@@ -178,6 +181,17 @@ class EarlyStopper:
         epochs = [c[0] for c in self.curve]
         values = [sign * c[1] for c in self.curve]
         return fit(epochs, values, self.max_epochs, self.forecast_window)
+
+    def forecast(self) -> "np.ndarray | None":
+        """The learned curve model's distribution of what the rest of the budget gains over the
+        best (probabilities over ``curve_model.EDGES``) at the latest check, read off every finite
+        check as ``forecast_fit`` is; None with too few checks. Cached per curve by ``replay``."""
+        if self.forecasts is not None:
+            return self.forecasts(len(self.curve))
+        from ganstop.stopping.curve_model import forecast  # numpy loads only where a forecast is asked for
+
+        sign = 1.0 if self.mode == "min" else -1.0
+        return forecast([c[0] for c in self.curve], [sign * c[1] for c in self.curve], self.max_epochs)
 
     def _still_learning(self) -> bool:
         """Either pace, carried on log-linearly to the end of the budget, still gains enough: the
@@ -287,12 +301,14 @@ class EarlyStopper:
         return self._halt(epoch, StopReason.MAX_EPOCHS)
 
     def replay(self, checks: Iterable[tuple[int, float, float | None]], last_epoch: int,
-               fits: Callable[[int], "Fit | None"] | None = None) -> "EarlyStopper":
+               fits: Callable[[int], "Fit | None"] | None = None,
+               forecasts: Callable[[int], "np.ndarray | None"] | None = None) -> "EarlyStopper":
         """Run over recorded ``(epoch, value, se)`` checks as training would have and return
         self, with ``stopped_epoch`` and ``best_epoch`` set; the curve ends at ``last_epoch``
         (stopped there by ``max_epochs`` when nothing fired). ``fits(n)``, where given, is the
-        forecast after the first n finite checks (``replay`` caches them per curve)."""
-        self.fits = fits
+        forecast after the first n finite checks, ``forecasts(n)`` the curve model's (``replay``
+        caches both per curve)."""
+        self.fits, self.forecasts = fits, forecasts
         for epoch, value, se in checks:
             if self.update(epoch, value, se).stop:
                 return self
