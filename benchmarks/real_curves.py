@@ -214,7 +214,7 @@ def costs(cifar: list[Curve]) -> tuple[list[str], dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("curves", nargs="*", default=[str(CURVES / "*.json")],
-                        help="real curve files (globs are expanded); default: benchmarks/curves/*.json")
+                        help="real curve files (globs are expanded); default: the public logs in benchmarks/curves/*.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of digits' own curves")
     parser.add_argument("--seeds-2d", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the 2D recipes' curves")
     parser.add_argument("--no-own", action="store_true", help="real curves only (ganstop's own curves train for an hour)")
@@ -222,7 +222,9 @@ def main() -> None:
     args = parser.parse_args()
 
     names = policies()
-    paths = sorted({p for pattern in args.curves for p in glob.glob(pattern)})
+    # ganstop-*.json are this repository's own study tables (benchmarks/study_tables.py), not public logs
+    paths = sorted({p for pattern in args.curves for p in glob.glob(pattern)
+                    if args.curves != parser.get_default("curves") or not Path(p).name.startswith("ganstop-")})
     sources, chosen, held, cifar, groups, group_of = [], [], [], [], {}, {}
     for path in paths:
         source, curves = load_curves(path)

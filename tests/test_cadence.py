@@ -7,7 +7,6 @@ import warnings
 
 import mlflow
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from conftest import tiny
@@ -17,7 +16,7 @@ from ganstop.tracking.logger import TAG_CADENCE_WARNING, MlflowLogger
 from ganstop.training.cadence import CheckSchedule
 from ganstop.training.callbacks import Callback
 from ganstop.training.loop import Trainer
-from test_train import RING, Recorder, make_trainer
+from test_train import RING, make_trainer
 
 
 def simulate(schedule: CheckSchedule, costs, first: int = 1, last: int | None = None) -> list[int]:

@@ -58,7 +58,7 @@ def test_unknown_key_names_the_closest(tmp_path):
     (("stopping.min_delta", "soon"), "a number >= 0 or auto"),
     (("stopping.min_delta", -0.1), "must be >= 0"),
     (("stopping.criteria", ["patience", "trnd"]), "unknown stopping criterion 'trnd' .*did you mean 'trend'"),
-    (("stopping.criteria", []), "at least one of forecast, patience, trend, gl, pq, up"),
+    (("stopping.criteria", []), "at least one of forecast, curve_model, patience, trend, gl, pq, up"),
     (("stopping.combine", "most"), "must be one of any, all"),
     (("stopping.delta_reference", "first"), "must be one of improvement, best"),
     (("stopping.window", 2), "window must be >= 3"),
