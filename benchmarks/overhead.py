@@ -8,7 +8,10 @@ MLflow callback and the recipe's own defaults for everything that costs (``metri
 (test scores, final metrics, curves). Only the one-off MLflow model upload is timed apart and
 reported beside the ratio. Both train the recipe's whole budget (the stopper is off in both, so
 their epochs are the same); repeats are interleaved, and both the ratio of the medians and the
-median of each repeat's tracked/bare pair are reported.
+median of each repeat's tracked/bare pair are reported. Beside the ratio: how many checks the
+budget made, the largest gap between two checks (``metrics.max_gap`` is its floor), and the
+tracked run's own training time (its steps) against the bare loop's, which splits the ratio
+into the loop's work besides training and training itself running slower or faster.
 Goal: time_ratio <= 1.05 on digits-dcgan and ring8-mlp.
 """
 
@@ -106,6 +109,8 @@ def tracked_run(recipe: rc.Recipe, data, scorer, test_scorer, device: torch.devi
     history = result.history
     parts = {"checks": sum("validation_seconds" in h for h in history),
              "validation": sum(h.get("validation_seconds", 0.0) for h in history),
+             "steps": sum(h["epoch_seconds"] for h in history), "max_check_gap": result.max_check_gap,
+             "late": result.cadence_warning is not None,
              "checkpoints": len(saves), "checkpoint": sum(saves), "overhead_share": result.overhead_share}
     return seconds, parts
 
@@ -133,8 +138,10 @@ def measure(name: str, repeats: int, epochs: int | None, device: str) -> tuple[l
     # each repeat's pair ran back to back: the median of their ratios cancels this noisy
     # machine's slow drifts (the same epoch took 0.20-0.25 s within minutes), a ratio of medians does not
     ratio = statistics.median(o / b for o, b in zip(ours, bare))
+    steps = statistics.median(p["steps"] / b for p, b in zip(parts, bare))  # the tracked run's training, paired
     med = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
-    epochs = recipe.train.max_epochs
+    epochs, floor = recipe.train.max_epochs, max(1, int(recipe.metrics.max_gap * recipe.train.max_epochs))
+    late = sum(p["late"] for p in parts)
     lines = [f"### {name} on {dev}", "",
              f"{repeats} interleaved repeats of {epochs} epochs (the recipe's budget, stopper off in both); medians. "
              f"Recipe defaults: `metrics.budget` {recipe.metrics.budget}, `train.checkpoint_seconds` "
@@ -142,14 +149,22 @@ def measure(name: str, repeats: int, epochs: int | None, device: str) -> tuple[l
              "| loop | seconds | per epoch |", "| --- | --- | --- |",
              f"| bare PyTorch (same training: optimizers, schedules, EMA, R1) | {t_bare:.2f} | {t_bare / epochs:.3f} |",
              f"| ganstop, tracked (everything but the model upload) | {t_ours:.2f} | {t_ours / epochs:.3f} |",
+             f"| of which its training steps | {med['steps']:.2f} | {med['steps'] / epochs:.3f} |",
              "", f"Ratio of the medians: {t_ours / t_bare:.3f}; median of the {repeats} paired ratios: {ratio:.3f} "
-             "(the two differ by this machine's noise).",
+             f"(the two differ by this machine's noise); {med['checks']:.0f} checks, the largest gap "
+             f"{med['max_check_gap']:.0f} epochs (the floor, `metrics.max_gap` {recipe.metrics.max_gap:g}: {floor}). "
+             f"The tracked run's training steps took {steps:.3f} of the bare loop's time (paired median): "
+             "the rest of the ratio is the loop's work besides training."
+             + (f" The cadence warning (the budget could not pay for the floor) came in {late} of {repeats} runs."
+                if late else ""),
              "", f"The budget spaced {med['checks']:.0f} checks over {epochs} epochs; they took {med['validation']:.2f} s "
              f"({med['validation'] / t_ours:.1%} of the run). The loop's own account of everything besides "
              f"training: {med['overhead_share']:.1%} of training time. {med['checkpoints']:.0f} full "
              f"checkpoint(s) took {med['checkpoint']:.2f} s. Uploading the MLflow model once at the end: "
              f"{upload:.2f} s (not in the ratio).", ""]
-    return lines, {f"{name}_time_ratio": t_ours / t_bare, f"{name}_paired_ratio": ratio, f"{name}_validation_share": med["validation"] / t_ours,
+    return lines, {f"{name}_time_ratio": t_ours / t_bare, f"{name}_paired_ratio": ratio,
+                   f"{name}_checks": med["checks"], f"{name}_max_check_gap": med["max_check_gap"],
+                   f"{name}_step_ratio": steps, f"{name}_validation_share": med["validation"] / t_ours,
                    f"{name}_checkpoint_share": med["checkpoint"] / t_ours, f"{name}_model_upload_seconds": upload}
 
 
@@ -171,7 +186,7 @@ def main() -> None:
         lines += part_lines
         result |= part
     worst = {key: max(v for k, v in result.items() if k.endswith(f"_{key}"))
-             for key in ("time_ratio", "validation_share", "checkpoint_share")}
+             for key in ("time_ratio", "paired_ratio", "max_check_gap", "validation_share", "checkpoint_share")}
     result = {**worst, **result}  # the worst recipe first, then each
     print(write("Tracking overhead", lines, result))
 
