@@ -69,6 +69,10 @@ class Forecast(Criterion):
     def fires(self, s: "EarlyStopper", improved: bool) -> bool:
         if s.annealed_at is not None and s.checks[-1][0] < s.annealed_at:
             return False
+        return self.decides(s)
+
+    def decides(self, s: "EarlyStopper") -> bool:
+        """Whether the forecast says stop, once the LR has annealed."""
         fit = s.forecast_fit()
         if fit is None:
             return False
@@ -86,7 +90,7 @@ class Forecast(Criterion):
         return fit.share >= EARLIEST and not s._still_learning()
 
 
-class CurveForecast(Criterion):
+class CurveForecast(Forecast):
     """The learned curve model's forecast (``curve_model``): P(the rest of the budget beats the
     best by more than ``tolerance`` x |best|) fell below ``confidence``. Where ``forecast`` reads
     a curve through hand-set rules (EARLIEST, TURN, UNDONE, LEARNING, ...), this model learned
@@ -94,14 +98,7 @@ class CurveForecast(Criterion):
     wander. Like ``forecast`` it needs ``max_epochs`` and is silent before ``annealed_at``: a
     schedule's annealing is not in the curve."""
 
-    reason = StopReason.FORECAST_NO_GAIN
-
-    def active(self, s: "EarlyStopper") -> bool:
-        return s.max_epochs is not None
-
-    def fires(self, s: "EarlyStopper", improved: bool) -> bool:
-        if s.annealed_at is not None and s.checks[-1][0] < s.annealed_at:
-            return False
+    def decides(self, s: "EarlyStopper") -> bool:
         probabilities = s.forecast()
         if probabilities is None:
             return False
