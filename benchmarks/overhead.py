@@ -7,7 +7,7 @@ MLflow callback and the recipe's own defaults for everything that costs (``metri
 (params, recipe), the checks and pictures, the per-epoch metrics, the checkpoints, and the end
 (test scores, final metrics, curves). Only the one-off MLflow model upload is timed apart and
 reported beside the ratio. Both train the recipe's whole budget (the stopper is off in both, so
-their epochs are the same); repeats are interleaved, and both the ratio of the medians and the
+their epochs are the same); repeats are interleaved (each second pair tracked first, so a drift or an order effect hits both alike), and both the ratio of the medians and the
 median of each repeat's tracked/bare pair are reported. Beside the ratio: how many checks the
 budget made, the largest gap between two checks (``metrics.max_gap`` is its floor), and the
 tracked run's own training time (its steps) against the bare loop's, which splits the ratio
@@ -124,11 +124,14 @@ def measure(name: str, repeats: int, epochs: int | None, device: str) -> tuple[l
     scorer = Scorer(recipe, data, dev)
     test_scorer = Scorer(recipe, data.test_split(), dev)
     bare, ours, parts = [], [], []
-    for _ in range(repeats):  # interleaved, so drift hits both alike
-        bare.append(bare_loop(recipe, data, recipe.train.max_epochs, dev))
-        seconds, part = tracked_run(recipe, data, scorer, test_scorer, dev)
-        ours.append(seconds)
-        parts.append(part)
+    for repeat in range(repeats):  # interleaved, each second pair in the other order: drift hits both alike
+        for which in (("bare", "tracked") if repeat % 2 == 0 else ("tracked", "bare")):
+            if which == "bare":
+                bare.append(bare_loop(recipe, data, recipe.train.max_epochs, dev))
+            else:
+                seconds, part = tracked_run(recipe, data, scorer, test_scorer, dev)
+                ours.append(seconds)
+                parts.append(part)
     with mlflow.start_run():
         g, _ = models.build(recipe, data.sample_shape)
         started = time.perf_counter()
@@ -171,7 +174,7 @@ def measure(name: str, repeats: int, epochs: int | None, device: str) -> tuple[l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipes", nargs="+", default=["digits-dcgan", "ring8-mlp"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=4, help="pairs; even, so each order runs as often")
     parser.add_argument("--epochs", type=int, default=None, help="instead of each recipe's budget")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
     parser.add_argument("--quick", action="store_true", help="1 repeat of 10 epochs")
