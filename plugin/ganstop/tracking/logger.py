@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import torch
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
@@ -124,15 +124,15 @@ class MlflowLogger(Callback):
 
     def log_result(self, result: TrainResult) -> None:
         """The run's outcome: final metrics, the stop reason, the curves, and the cadence warning
-        when the floor had to call checks the budget would not pay for."""
-        self.flush()
-        if result.cadence_warning is not None:
-            self.client.set_tag(self.run_id, TAG_CADENCE_WARNING, result.cadence_warning)
+        when the floor had to call checks the budget would not pay for; the epochs still held go
+        in the same batch (one write to the store, not three: each is ~27 ms on sqlite)."""
+        held, self._held = self._held, []
+        tags = {} if result.cadence_warning is None else {TAG_CADENCE_WARNING: result.cadence_warning}
         extra = {"train_seconds": result.seconds, "overhead_share": result.overhead_share,
                  "max_check_gap": result.max_check_gap,
                  **{f"test_{name}": value for name, value in result.test_metrics.items()}}
         log_outcome(self.client, self.run_id, result.monitor, result.stop_reason, result.stopped_epoch,
-                    result.best_epoch, result.best_value, result.history, extra)
+                    result.best_epoch, result.best_value, result.history, extra, held, tags)
 
     def log_best_model(self, result: TrainResult) -> None:
         """The best-epoch generator as an MLflow model: a one-off upload at the end of the run."""
@@ -144,15 +144,17 @@ class MlflowLogger(Callback):
 
 def log_outcome(client: MlflowClient, run_id: str, monitor: str, stop_reason: str, stopped_epoch: int,
                 best_epoch: int | None, best_value: float | None, history: list[dict[str, float]],
-                extra: dict[str, float] | None = None) -> None:
+                extra: dict[str, float] | None = None, held: list[Metric] = (),
+                tags: dict[str, str] | None = None) -> None:
     """What ends every run, ganstop's loop or a user's: ``stopped_epoch``, ``restored_epoch``,
-    ``best_score`` and ``best_<monitor>`` (plus ``extra``), the stop reason tag, curves.png."""
+    ``best_score`` and ``best_<monitor>`` (plus ``extra``), the stop reason tag (plus ``tags``) and
+    the ``held`` metrics not sent yet, in one batch; then curves.png."""
     finals = {"stopped_epoch": stopped_epoch, **(extra or {})}
     if best_epoch is not None:
         finals |= {"restored_epoch": best_epoch, "best_score": best_value, f"best_{monitor}": best_value}
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(key, float(value), now, 0) for key, value in finals.items()])
-    client.set_tag(run_id, TAG_STOP_REASON, stop_reason)
+    client.log_batch(run_id, metrics=[*held, *(Metric(key, float(value), now, 0) for key, value in finals.items())],
+                     tags=[RunTag(key, value) for key, value in {TAG_STOP_REASON: stop_reason, **(tags or {})}.items()])
     log_bytes(client, run_id, plots.curves(history, monitor, best_epoch), "curves.png")
 
 

@@ -4,7 +4,10 @@ A fixed "validate every N epochs" costs a different share on every machine: on a
 of a small GAN takes less than the fixed cost of a check, on a CPU the same check is noise.
 ``CheckSchedule`` holds the share instead (``metrics.budget``): a check is due when the time the
 loop has charged for everything besides training (checks, pictures, checkpoints, logging), plus
-the price of one more check, stays within ``budget`` x the time spent training.
+the price of one more check, stays within ``budget`` x the time spent training. The end of the
+run is paid for as it comes nearer: the forced check after the last epoch and the test split's
+scores, two checks at the current price, are charged ``epoch / max_epochs`` of their cost by epoch
+``epoch``, so the budget holds over the run with its end, not only up to it.
 
 Three things keep one slow moment from hiding the rest of the run from the stopper:
 
@@ -31,6 +34,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
+END_CHECKS = 2  # what ends a run, in checks: the forced check after the last epoch and the test split's scores
 RECENT = 5  # the price is the lower median of this many latest checks; one in metrics.grid_every (5) draws a picture
 ONE_OFF = 2.0  # an epoch dearer than this many times the dearest of the latest RECENT of its kind is a one-off
 
@@ -81,7 +85,9 @@ class CheckSchedule:
         if self.every is not None:
             return epoch % self.every == 0
         trained = self.train_seconds + train
-        owed = self.charged() + self.price(epoch, trained) - self.budget * trained  # what a check now overdraws
+        price = self.price(epoch, trained)
+        reserved = END_CHECKS * price * epoch / self.max_epochs  # the end of the run, charged as it comes
+        owed = self.charged() + price + reserved - self.budget * trained  # what a check now overdraws
         if owed <= 0:
             return True
         if epoch - self.last_check < self.gap:
