@@ -12,8 +12,8 @@ asks at each report: how likely is this trial, by the end of its budget, to beat
   future: from its level at ``u`` (the median of its latest reports) to the best it reported after
   ``u``, as a gain relative to that level. Applied to this trial's level, how many of those futures
   beat the incumbent? A future that ends within this trial's noise of the incumbent is not a hard
-  loss: it wins with the chance that one check's noise (read off the trial's latest reports, as
-  the forecast reads it) takes it below. Near-tied trials are told apart by luck, and a hard count
+  loss: it wins with the chance that the noise of two checks (this trial's end and the incumbent's,
+  one check's noise read off the trial's latest reports as the forecast reads it) takes it below. Near-tied trials are told apart by luck, and a hard count
   pruned the best of five digits trials ending within 15% of each other in 45 of 100 orders.
   Completed trials count whole; a pruned trial is censored: it counts when its cut-off future
   already beat the incumbent, and is left out otherwise (its future is unknown). The share is
@@ -134,9 +134,9 @@ class ForecastPruner(BasePruner):
         ends = here - gains * abs(here)  # where each future leads this trial
         wins = ends < incumbent
         counted = wins | complete[reached]  # a censored future that fell short is unknown: left out
-        # a future that leads this trial to within its own noise of the incumbent is a win by
-        # chance: P(end + one check's noise < incumbent), not a hard count (near-tied trials)
-        sigma = forecast.noise(ys[int(np.searchsorted(steps, (1 - WINDOW) * steps[-1])):])
+        # a future that leads this trial to within its noise of the incumbent is a win by chance,
+        # not a hard count: two checks' noise (this trial's end, the incumbent's) apart (near ties)
+        sigma = math.sqrt(2.0) * forecast.noise(ys[int(np.searchsorted(steps, (1 - WINDOW) * steps[-1])):])
         chance = np.array([NormalDist(end, sigma).cdf(incumbent) if sigma > 0 else float(end < incumbent) for end in ends])
         if (chance[counted].sum() + PRIOR / 2) / (counted.sum() + PRIOR) >= self._confidence:
             return False
