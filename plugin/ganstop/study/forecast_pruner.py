@@ -15,8 +15,9 @@ asks at each report: how likely is this trial, by the end of its budget, to beat
   loss: it wins with the chance that the noise of two checks (this trial's end and the
   incumbent's; one check's noise read off the trial's latest reports, as the forecast reads it)
   takes it below. Near-tied trials are told apart by luck: a hard count pruned the best of five
-  digits trials ending within 15% of each other in 45 of 100 orders. On reports without noise
-  (``ganstop tune``'s best-so-far values) the count stays hard.
+  digits trials ending within 15% of each other in 45 of 100 orders. On best-so-far reports
+  (``ganstop tune``'s), whose differences are mostly alike, the noise reads near zero and the
+  count stays nearly hard.
   Completed trials count whole; a pruned trial is censored: it counts when its cut-off future
   already beat the incumbent, and is left out otherwise (its future is unknown). The share is
   smoothed, (wins + 1/4) / (futures + 1/2), and read only where ``n_min_trials`` finished trials
