@@ -106,13 +106,12 @@ def step_ratio(recipe: rc.Recipe, data, device: torch.device, epochs: int) -> fl
     pairs' ratios is read. A whole run's steps drift with the machine (a bare ring epoch alone
     took 1.9-2.9 s within a minute on a shared 2-core machine); two epochs in a row do not."""
     ours, bare = GANStep(recipe, data, device), BareLoop(recipe, data, device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step(epoch: int) -> float:
-        sync()
+        bare.sync()
         started = time.perf_counter()
         ours.train_epoch(epoch)
-        sync()
+        bare.sync()
         return time.perf_counter() - started
 
     ratios = []
@@ -208,14 +207,14 @@ def measure(name: str, repeats: int, epochs: int | None, device: str,
              f"(the two differ by this machine's noise); {med['checks']:.0f} checks, the largest gap "
              f"{med['max_check_gap']:.0f} epochs (the floor, `metrics.max_gap` {recipe.metrics.max_gap:g}: {floor}). "
              f"The tracked run's training steps took {steps:.3f} of the bare loop's time (paired median): "
-             "the rest of the ratio is the loop's work besides training, or the machine's drift between runs.",
+             "the rest of the ratio is the loop's work besides training, or the machine's drift between runs."
+             + (f" The cadence warning (the budget could not pay for the floor) came in {late} of {repeats} runs."
+                if late else ""),
              "", f"Drift-free: within each tracked run, its work besides the training steps took {loop:.1%} of "
              f"their time (median); ganstop's step against the bare loop's, {step_epochs} epochs side by side in "
              f"one process (each pair's order alternating), took {alternated:.3f}. Together: **{drift_free:.3f}** of "
              "the bare loop's time, the number this section's goal (1.05) reads: a whole run's ratio also holds "
-             "the machine's drift between the runs of a pair."
-             + (f" The cadence warning (the budget could not pay for the floor) came in {late} of {repeats} runs."
-                if late else ""),
+             "the machine's drift between the runs of a pair.",
              "", f"The budget spaced {med['checks']:.0f} checks over {epochs} epochs; they took {med['validation']:.2f} s "
              f"({med['validation'] / t_ours:.1%} of the run). The loop's own account of everything besides "
              f"training: {med['overhead_share']:.1%} of training time. {med['checkpoints']:.0f} full "

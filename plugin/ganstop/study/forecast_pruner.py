@@ -140,8 +140,8 @@ class ForecastPruner(BasePruner):
         # a future that leads this trial to within its noise of the incumbent is a win by chance,
         # not a hard count: two checks' noise (this trial's end, the incumbent's) apart (near ties)
         sigma = math.sqrt(2.0) * forecast.noise(ys[int(np.searchsorted(steps, (1 - WINDOW) * steps[-1])):])
-        chance = np.array([NormalDist(end, sigma).cdf(incumbent) if sigma > 0 else float(end < incumbent) for end in ends])
-        if (chance[counted].sum() + PRIOR / 2) / (counted.sum() + PRIOR) >= self._confidence:
+        chance = [NormalDist(end, sigma).cdf(incumbent) for end in ends[counted]] if sigma > 0 else wins[counted]
+        if (np.sum(chance) + PRIOR / 2) / (counted.sum() + PRIOR) >= self._confidence:
             return False
         own = own_chance(steps, ys, float(max_resource), incumbent)
         return own is not None and own < self._confidence
