@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ganstop import recipe as rc
-from ganstop.stopping.forecast import EARLIEST, fit, noise
+from ganstop.stopping.forecast import fit, noise
 from ganstop.stopping.replay import Curve, load_curves, replay
 from ganstop.stopping.stopper import EarlyStopper
 from ganstop.stopping.criteria import StopReason
@@ -68,17 +68,25 @@ def test_an_early_collapse_stops_before_a_tenth_of_the_budget():
 
 def test_a_plateau_while_the_lr_anneals_does_not_stop_the_run():
     # a ring run under a cosine LR: a fast fall, a plateau at a high LR, then from epoch 56 the
-    # drop the annealing brings; the forecast alone stops on the plateau and keeps a model twice
-    # as bad, while the annealed epoch holds it until the drop is under way
+    # drop the annealing brings. The fit alone calls the plateau done (it stopped here, keeping a
+    # model twice as bad, before the curve model had to agree); the curve model holds it, and the
+    # annealed epoch holds the run until the drop is under way even where the model would not
     rng = random.Random(7)
     curve = ([0.05 + 0.95 * 0.8 ** e for e in range(1, 30)] + [0.055] * 26
              + [0.025 + 0.03 * math.exp(-(e - 56) / 10) for e in range(56, 101)])
     values = [v * (1 + rng.gauss(0, 0.02)) for v in curve]
+    plateau = values[:55]
+    fit_alone = fit(np.arange(1, 56), np.array(plateau), 100)
+    assert fit_alone.p_gain(min(plateau), 0.05) < 0.1  # the fit's verdict on the plateau: done
     blind = default(100).replay(checks_of(values), last_epoch=100)
-    assert blind.stopped_epoch < 56 and blind.best > 1.5 * min(values)
+    assert blind.best <= 1.05 * min(values)
     held = EarlyStopper.from_config(rc.StoppingConfig(), "min", max_epochs=100, annealed_at=73)
     held.replay(checks_of(values), last_epoch=100)
     assert held.stopped_epoch >= 73 and held.best <= 1.05 * min(values)
+    eager = rc.StoppingConfig(criteria=["curve_model"], confidence=0.5)  # a model that stops on the plateau ...
+    assert EarlyStopper.from_config(eager, "min", max_epochs=100).replay(checks_of(values), last_epoch=100).best > 1.5 * min(values)
+    held = EarlyStopper.from_config(eager, "min", max_epochs=100, annealed_at=73)  # ... is held as well
+    assert held.replay(checks_of(values), last_epoch=100).stopped_epoch >= 73
 
 
 def test_while_the_lr_anneals_even_a_collapse_waits_but_patience_does_not():
@@ -91,7 +99,20 @@ def test_while_the_lr_anneals_even_a_collapse_waits_but_patience_does_not():
     assert patient.stopped_epoch == 45  # the user's patience is Keras's, held by nothing
 
 
-def test_a_curve_falling_back_towards_its_best_after_a_bump_is_still_learning():
+def test_a_plateau_then_a_fall_at_a_third_of_the_budget_is_not_stopped_on_the_plateau():
+    # the shape the fit alone lost on public StyleGAN2-ADA, BigGAN and DCGAN runs: a fall, a long
+    # plateau (or first a rise, as ADA's augmentation ramps up), then after a third of the budget
+    # a fall by 40%; the fit calls the plateau done, the curve model has seen plateaus fall
+    rng = random.Random(9)
+    for rise in (0.0, 0.3):
+        curve = [60 * (1 + rise * (e / 20) * math.exp(1 - e / 20)) * (1 + 2 * math.exp(-e / 5)) if e <= 100
+                 else 60 * (0.6 + 0.4 * math.exp(-(e - 100) / 20)) for e in range(1, 301)]
+        values = [v * (1 + rng.gauss(0, 0.01)) for v in curve]
+        stopper = default(300).replay(checks_of(values), last_epoch=300)
+        assert stopper.stopped_epoch > 110 and stopper.best <= 1.05 * min(values), rise
+
+
+def test_a_curve_falling_back_towards_its_best_after_a_bump_goes_on():
     # a digits run at its own 150 epochs (seed 26 on torch 2.14.1): best 39 at epoch 16, a bump
     # to 48, then a slow fall that reaches 27 at the end; judged on the best alone (no gain since
     # epoch 16) it stopped at epoch 32 keeping 39
@@ -113,9 +134,11 @@ def test_a_wobble_after_a_long_fall_is_not_a_collapse(monkeypatch):
     assert default(450).replay(checks_of(values), last_epoch=450).stopped_epoch < 30
 
 
-def test_a_flat_noisy_curve_stops_early():
+def test_a_flat_noisy_curve_stops():
     # 20 draws of the noise: a lucky low check early on looks like learning for a while, so the
-    # stop is pinned on all of them rather than on one draw
+    # stop is pinned on all of them rather than on one draw. A plateau may still fall (the curve
+    # model has seen many that did), so a flat curve goes on past a quarter of its budget: the
+    # price of not stopping a plateau before its fall; a third of the budget is still given back
     shares = []
     for seed in range(20):
         rng = random.Random(seed)
@@ -123,7 +146,7 @@ def test_a_flat_noisy_curve_stops_early():
         stopper = default(200).replay(checks_of(values), last_epoch=200)
         assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN
         shares.append(stopper.stopped_epoch / 200)
-    assert max(shares) < EARLIEST + 0.1 and sorted(shares)[10] <= EARLIEST + 0.05  # soon after the earliest stop allowed
+    assert max(shares) < 0.8 and sorted(shares)[10] <= 0.7
 
 
 def test_an_early_plateau_of_a_long_budget_is_not_a_reason_to_stop():

@@ -139,7 +139,7 @@ def _train(recipe, experiment_name, run_name, progress, resume_run) -> None:
 @click.option("--pruner", type=click.Choice(PRUNERS), default="forecast", show_default=True,
               help="forecast: prune a trial once it is unlikely to beat the best completed one by the end of its "
                    "budget (ganstop.ForecastPruner); the others are Optuna's.")
-@click.option("--prune-confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2,
+@click.option("--prune-confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True, help="forecast: prune below this chance of beating the best completed trial.")
 @click.option("--prune-startup-trials", type=click.IntRange(min=0), default=3, show_default=True,
               help="median/percentile/patient: trials before pruning starts.")

@@ -50,12 +50,11 @@ class Criterion:
 
 class Forecast(Criterion):
     """Budget-aware: P(the rest of the budget beats the best by more than ``tolerance`` x |best|)
-    fell below ``confidence``, by the curve ensemble of ``forecast``. A curve that turned
-    (its checks since the best sit well above it: ``Fit.turned``) stops at once; a flat one stops
-    from EARLIEST of the budget on; a curve still falling steeply goes on. What was seen outranks
-    what is forecast: a best whose gain over the forecast window (epochs t/2..t), carried on
-    log-linearly to the end of the budget, would still beat it by tolerance / LEARNING means
-    the run is still learning, whatever the fit says (a step down after a plateau).
+    fell below ``confidence``, by the curve ensemble of ``forecast`` and by the learned curve
+    model alike. A curve that turned (its checks since the best sit well above it:
+    ``Fit.turned``) stops at once. The ensemble fits this curve's own recent checks and cannot
+    know that GAN curves sit on a plateau, or first rise, and then fall by a third; the model,
+    trained on such curves, can: it holds a plateau the fit calls done.
     Needs ``max_epochs``: without a budget there is nothing to forecast to, and it never fires.
     With an LR that anneals to the budget it is silent, turns included, before ``annealed_at``:
     the curve so far was drawn at a higher LR than the end will be (a ring run's plateau at half
@@ -76,7 +75,8 @@ class Forecast(Criterion):
         fit = s.forecast_fit()
         if fit is None:
             return False
-        from ganstop.stopping.forecast import EARLIEST, TURN_SHARE
+        from ganstop.stopping.curve_model import exceeds
+        from ganstop.stopping.forecast import TURN_SHARE
 
         sign, epoch = (1.0 if s.mode == "min" else -1.0), s.checks[-1][0]
         # the checks after the best in the latest TURN_SHARE of the epochs, at least 3 of them
@@ -87,13 +87,16 @@ class Forecast(Criterion):
             return True
         if fit.p_gain(sign * s.best, s.tolerance) >= s.confidence:
             return False
-        return fit.share >= EARLIEST and not s._still_learning()
+        # the fit knows this curve, the curve model how GAN curves go on (a plateau that falls later)
+        probabilities = s.forecast()
+        return probabilities is not None and exceeds(probabilities, s.tolerance) < s.confidence
 
 
 class CurveForecast(Forecast):
     """The learned curve model's forecast (``curve_model``): P(the rest of the budget beats the
     best by more than ``tolerance`` x |best|) fell below ``confidence``. Where ``forecast`` reads
-    a curve through hand-set rules (EARLIEST, TURN, UNDONE, LEARNING, ...), this model learned
+    a curve through a fitted ensemble and hand-set rules for a turn (TURN, UNDONE) and asks this
+    model only to confirm a stop, the model here decides alone. It learned
     from curves that saturate, sit on a plateau and then fall, rise first, collapse, drift and
     wander. Like ``forecast`` it needs ``max_epochs`` and is silent before ``annealed_at``: a
     schedule's annealing is not in the curve."""

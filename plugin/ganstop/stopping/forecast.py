@@ -22,20 +22,17 @@ is small. What makes it fit GAN curves and a per-check budget of milliseconds:
   likelihood. A check soon is forecast as the level plus one check's noise; a check at the end
   also as anywhere in the family's residual spread (GAN curves wander in slow waves).
 - A turn (``Fit.turned``) is read off the checks after the best, not the fit, which a robust
-  fit follows only once most of its window has turned: it stops a run at once, even before
-  EARLIEST of the budget, where nothing else may (a plateau early in a budget says little about
-  the rest: digits' FID sits still for a dozen epochs, up to a sixth of its 150, before falling
-  by half; with a tenth, three of six digits runs stopped there and lost 60-90%).
+  fit follows only once most of its window has turned: it stops a run at once.
 
-``criteria.Forecast`` adds what was seen to what is forecast: a run whose best, carried on at
-the pace it gained over the window per doubling of the epochs (log-linear, the slowest
-saturation GAN curves show), would still gain more than tolerance / LEARNING by the end of the
-budget is still learning, whatever the fit says. The pace alone, without the horizon, held
-every slowly saturating real curve to its last epoch.
+``criteria.Forecast`` stops a curve that has not turned only when the learned curve model
+(``curve_model``) agrees: the fit knows this curve's own trend, the model how GAN curves go on
+(a plateau that falls by a third after a quarter of the budget, a rise before the fall). The
+model took the place of three hand-set rules: no flat stop before a fifth of the budget, and
+two "still learning" paces (the best's and the level's, carried on to the end of the budget).
 
 Chosen on the even-indexed real curves of ``benchmarks/curves`` (the constants here, and the
 recipe defaults tolerance 0.05, confidence 0.1, forecast_window 0.5), on digits seeds 10-15
-(EARLIEST, UNDONE) and on the 2D recipes' seeds 100-104 (UNDONE, ``training.optim.ANNEALED``); see
+(UNDONE) and on the 2D recipes' seeds 100-104 (UNDONE, ``training.optim.ANNEALED``); see
 docs/benchmarks.md. The forecast is oriented "lower is better"; the stopper negates a metric
 to maximize.
 """
@@ -56,13 +53,10 @@ FAMILIES = {"linear": lambda u: -u, "log": lambda u: -np.log(u),
 HUBER = 2.0  # residuals beyond this many noise units count linearly, not squared
 MIN_CHECKS = 5  # fewer checks in the window: no forecast
 N_EFFECTIVE = 10  # a window's checks count as at most this many independent ones
-EARLIEST = 0.2  # share of the budget before which only a turn stops
 TURN = 3.0  # a turn: worse than the best by the tolerance plus this many times the noise or wander ...
 TURN_SHARE = 0.125  # ... on the median of the checks after the best in this latest share of the epochs
 UNDONE = 0.25  # ... and undid this share of the progress from the first check to the best
 NOISE_FLOOR = 0.02  # no check is known better than this share of its value
-LEARNING = 1.5  # still learning: the best's log-linear pace would gain tolerance / LEARNING by the end ...
-LEVEL_SHARE = 0.25  # ... or the level of this latest share of the epochs, against the one before, the tolerance
 _MAD_TO_SIGMA = 1.4826
 
 

@@ -17,14 +17,12 @@ samples): a gain only counts when it is larger than the noise of the two values 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import statistics
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable
 
-from ganstop.stopping.criteria import CRITERIA, StopReason, better, epoch_of
+from ganstop.stopping.criteria import CRITERIA, StopReason, better
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,7 +102,6 @@ class EarlyStopper:
     forecasts: Callable[[int], "np.ndarray | None"] | None = field(default=None, init=False, repr=False)  # likewise
     _reference: tuple[float, float | None] | None = field(default=None, init=False)  # value, its se
     _since: int = field(default=0, init=False)  # epoch of the last improvement; warm-up's end before one
-    _best_so_far: list[float] = field(default_factory=list, init=False, repr=False)  # aligned with checks
 
     def __post_init__(self) -> None:
         self.criteria = tuple(self.criteria)
@@ -193,37 +190,6 @@ class EarlyStopper:
         sign = 1.0 if self.mode == "min" else -1.0
         return forecast([c[0] for c in self.curve], [sign * c[1] for c in self.curve], self.max_epochs)
 
-    def _still_learning(self) -> bool:
-        """Either pace, carried on log-linearly to the end of the budget, still gains enough: the
-        best's relative gain over the forecast window (epochs t/2..t, a doubling with the default
-        window) beats tolerance / LEARNING, or the level of the checks (their median) over the
-        latest LEVEL_SHARE of the epochs, against the one before, beats the tolerance. The horizon
-        scales the guard, so a slowly saturating curve may stop late in its budget while the same
-        pace early on goes on. The level sees a curve falling back towards its best after a bump,
-        which the best alone does not (a digits run stopped at 21% of its budget, 43% off)."""
-        from ganstop.stopping.forecast import LEARNING, LEVEL_SHARE
-
-        epoch = self.checks[-1][0]
-        before = bisect_right(self.checks, (1 - self.forecast_window) * epoch, key=epoch_of)
-        if before == 0:  # also a window of 1: it reaches back to epoch 0
-            return False
-        then = self._best_so_far[before - 1]
-        pace = self._gain(self.best, then) / max(abs(then), 1e-12)
-        if LEARNING * pace * self._windows_left(self.forecast_window) > self.tolerance:
-            return True
-        latest = bisect_left(self.checks, (1 - LEVEL_SHARE) * epoch, key=epoch_of)
-        previous = bisect_left(self.checks, (1 - LEVEL_SHARE) ** 2 * epoch, key=epoch_of)
-        if len(self.checks) - latest < 3 or latest - previous < 3:
-            return False
-        level = statistics.median(c[1] for c in self.checks[latest:])
-        level_before = statistics.median(c[1] for c in self.checks[previous:latest])
-        level_pace = self._gain(level, level_before) / max(abs(level_before), 1e-12)
-        return level_pace * self._windows_left(LEVEL_SHARE) > self.tolerance
-
-    def _windows_left(self, share: float) -> float:
-        """How many windows of the latest ``share`` of the epochs fit, log-linearly, in the rest of the budget."""
-        return math.log(max(self.max_epochs / self.checks[-1][0], 1.0)) / -math.log(1 - share)
-
     def _increase_waits(self, epoch: int) -> bool:
         """``patience_increase``: the last improvement (none yet: no extra wait, as with an unbeaten
         baseline) was too recent for a stop; the tolerance keeps 1.1 x 50 at epoch 55."""
@@ -269,7 +235,6 @@ class EarlyStopper:
         is_best = self.best is None or self._better(value, self.best)
         if is_best:
             self.best, self.best_epoch = value, epoch
-        self._best_so_far.append(self.best)
         improved = self._improves(value, se)
         moves = self.delta_reference == "best" and (self._reference is None or self._better(value, self._reference[0]))
         if improved or moves:
@@ -334,7 +299,5 @@ class EarlyStopper:
         # checkpoints from before the forecast hold the monitored checks only, and those of 0.1 none
         self.curve = [tuple(c) for c in state.get("curve", state.get("checks", []))]
         self.checks = [c for c in self.curve if c[0] > self.warmup]
-        pick = min if self.mode == "min" else max
-        self._best_so_far = list(itertools.accumulate((c[1] for c in self.checks), pick))
         self._since = state.get("since", self.checks[-1][0] - self.wait if self.checks else self.warmup)
         self.stop_reason, self.stopped_epoch = state["stop_reason"], state["stopped_epoch"]
