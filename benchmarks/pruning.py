@@ -17,7 +17,7 @@ from ganstop import recipe as rc
 from ganstop.study import runner as study_runner
 
 PRUNER_OPTIONS = dict(startup_trials=3, warmup_steps=0, percentile=25.0, patience=2, lower=None, upper=None,
-                      min_resource=1, reduction_factor=3, confidence=0.2)
+                      min_resource=1, reduction_factor=3)
 
 
 def run(recipe: rc.Recipe, pruner: str, trials: int, folder: Path, sampler_seed: int) -> dict:

@@ -9,8 +9,8 @@ the run's final best" on scale-free features of every prefix of the real curves,
 other way round, so no curve is scored by a model that saw it). A learned rule stops at the
 first check from 10% of the budget on where that probability falls below a threshold; the
 thresholds trace its frontier of runs within 5% against budget used, beside the default's. The
-third rule also sees the default forecast's own probability, so it starts from what the
-forecast knows.
+third rule also sees the fitted forecast's own probability (``forecast.fit``, the half of the
+default rule that reads the curve itself), so it starts from what the fit knows.
 
 A rule learned from the data itself, scored out of sample, is the best a curve-only stopper
 can hope to reach on these curves; where it does no better than the default, the remaining

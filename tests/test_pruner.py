@@ -226,7 +226,7 @@ def test_a_study_of_forty_near_tied_digits_trials_keeps_one_within_five_percent(
     """All 40 trials of the shipped digits table: only 4 end within 5% of the best, and at any
     share before the end they look like the other 36. Each is, fairly, unlikely to beat an
     incumbent that is the best of many; pruning every trial below a 20% chance lost all four in
-    these orders (and in 6% of 100 others), below the default 10% keeps one."""
+    these orders (and in 6 of 100 others), below the default 10% keeps one."""
     _, curves = load_curves(ROOT / "benchmarks" / "curves" / "ganstop-digits-dcgan.json")
     best = min(v for c in curves for _, v, _ in c.checks)
     order = np.random.default_rng(order_seed).permutation(len(curves))

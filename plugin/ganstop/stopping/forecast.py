@@ -70,7 +70,6 @@ class Fit:
     end: np.ndarray
     se_now: np.ndarray
     se_end: np.ndarray
-    share: float  # the share of the budget elapsed
     noise: float  # one check's noise
     wander: float  # the spread of the checks around the fitted trend (family-weighted)
 
@@ -155,4 +154,4 @@ def fit(epochs: np.ndarray, values: np.ndarray, budget: int, window: float = 0.5
     w = np.exp(logw - logw.max())
     w = w / w.sum()
     return Fit(w, np.array(now), np.array(end), np.array(se_now), np.array(se_end),
-               float(u[-1]), sigma, float(w @ np.array(wanders)))
+               sigma, float(w @ np.array(wanders)))

@@ -22,7 +22,7 @@ asks at each report: how likely is this trial, by the end of its budget, to beat
   already beat the incumbent, and is left out otherwise (its future is unknown). The share is
   smoothed, (wins + 1/4) / (futures + 1/2), and read only where ``n_min_trials`` finished trials
   reached this share.
-- the trial's own: ganstop's curve forecast (``stopping.forecast.fit``, the stopper's model) of
+- the trial's own: ganstop's fitted curve ensemble (``stopping.forecast.fit``, which the stopper also asks) of
   what the rest of its budget can reach, read as P(a check by the end beats the incumbent). A slow
   starter still falling fast is kept by this reading even when no finished trial gained as much
   from as far behind; a trial that collapsed has a high level, so the study's futures no longer
