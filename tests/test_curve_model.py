@@ -1,7 +1,6 @@
 """The learned curve model (``criteria: [curve_model]``), pinned on hand-made curves, and its
 shipped weights."""
 
-import math
 import random
 
 import numpy as np
@@ -13,18 +12,11 @@ from ganstop.stopping.criteria import StopReason
 from ganstop.stopping.curve_model import MIN_CHECKS, exceeds, features, forecast
 from ganstop.stopping.curve_prior import Prior, sample
 from ganstop.stopping.stopper import EarlyStopper
+from test_forecast import checks_of, plateau_then_fall, saturating
 
 
 def learned(budget: int, mode: str = "min", **options) -> EarlyStopper:
     return EarlyStopper.from_config(rc.StoppingConfig(criteria=["curve_model"], **options), mode, max_epochs=budget)
-
-
-def checks_of(values, every: int = 1):
-    return [(epoch, value, None) for epoch, value in zip(range(every, every * len(values) + 1, every), values)]
-
-
-def saturating(u: float) -> float:  # FID-like: falls fast, levels off at 10
-    return 10 + 30 * math.exp(-u / 0.08)
 
 
 def test_a_plateau_then_a_fall_at_a_third_of_the_budget_is_not_stopped_on_the_plateau():
@@ -33,9 +25,7 @@ def test_a_plateau_then_a_fall_at_a_third_of_the_budget_is_not_stopped_on_the_pl
     # budget a fall by 40%; the hand-set forecast stopped such runs at 26-31% of their budgets
     rng = random.Random(8)
     for rise in (0.0, 0.3):
-        curve = [60 * (1 + rise * (e / 20) * math.exp(1 - e / 20)) * (1 + 2 * math.exp(-e / 5)) if e <= 100
-                 else 60 * (0.6 + 0.4 * math.exp(-(e - 100) / 20)) for e in range(1, 301)]
-        values = [v * (1 + rng.gauss(0, 0.01)) for v in curve]
+        values = plateau_then_fall(rise, rng)
         stopper = learned(300).replay(checks_of(values), last_epoch=300)
         assert stopper.stopped_epoch > 110 and stopper.best <= 1.05 * min(values), rise
 

@@ -28,6 +28,14 @@ def saturating(u: float) -> float:  # FID-like: falls fast, levels off at 10
     return 10 + 30 * math.exp(-u / 0.08)
 
 
+def plateau_then_fall(rise: float, rng: random.Random) -> list[float]:
+    """300 epochs: a fall, a plateau from epoch 20 (with ``rise``, first a bump of that share, as
+    ADA's augmentation ramps up), then from epoch 100, a third of the budget, a fall by 40%; 1% noise."""
+    curve = [60 * (1 + rise * (e / 20) * math.exp(1 - e / 20)) * (1 + 2 * math.exp(-e / 5)) if e <= 100
+             else 60 * (0.6 + 0.4 * math.exp(-(e - 100) / 20)) for e in range(1, 301)]
+    return [v * (1 + rng.gauss(0, 0.01)) for v in curve]
+
+
 def test_a_saturating_curve_stops_once_the_remaining_gain_is_below_the_tolerance():
     rng = random.Random(0)
     budget = 200
@@ -105,9 +113,7 @@ def test_a_plateau_then_a_fall_at_a_third_of_the_budget_is_not_stopped_on_the_pl
     # a fall by 40%; the fit calls the plateau done, the curve model has seen plateaus fall
     rng = random.Random(9)
     for rise in (0.0, 0.3):
-        curve = [60 * (1 + rise * (e / 20) * math.exp(1 - e / 20)) * (1 + 2 * math.exp(-e / 5)) if e <= 100
-                 else 60 * (0.6 + 0.4 * math.exp(-(e - 100) / 20)) for e in range(1, 301)]
-        values = [v * (1 + rng.gauss(0, 0.01)) for v in curve]
+        values = plateau_then_fall(rise, rng)
         stopper = default(300).replay(checks_of(values), last_epoch=300)
         assert stopper.stopped_epoch > 110 and stopper.best <= 1.05 * min(values), rise
         assert stopper.stop_reason == StopReason.FORECAST_NO_GAIN, rise  # and once the fall levels off, it stops
