@@ -22,15 +22,17 @@ sanity baseline); ``ganstop.ForecastPruner`` alone and with the stopper.
 ``ForecastPruner``'s defaults were chosen on the CIFAR-10 table and ganstop's own study tables
 (``ganstop-*.json``); every other table is held out and reported apart.
 
-    python benchmarks/study_replay.py [--orders 500] [--curves FILE ...] [--no-report]
+    python benchmarks/study_replay.py [--orders 500] [--curves FILE ...] [--jobs N] [--no-report]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -222,12 +224,14 @@ def main() -> None:
     parser.add_argument("--curves", type=Path, nargs="+", help="curve files (default: every file in benchmarks/curves)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS), metavar="METHOD")
     parser.add_argument("--no-report", action="store_true", help="print only; do not append to docs/benchmarks.md")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes replaying (table, method) pairs")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     started = time.perf_counter()
     files = args.curves or sorted(CURVES.glob("*.json"))
     scores: dict[str, dict[str, dict]] = {}
     lines, skipped, chosen = [], [], []
+    tables = []  # (path, source, runs, mode, orders)
     for path in files:
         source, curves = load_curves(path)
         if len(curves) < MIN_RUNS:
@@ -237,20 +241,26 @@ def main() -> None:
         if len(modes) != 1:
             raise SystemExit(f"{path}: runs of one table must share a mode, got {sorted(modes)}")
         runs = runs_of(curves)
-        orders = [np.random.default_rng(k).permutation(len(runs)) for k in range(args.orders)]
-        name = path.stem
-        scores[name] = {m: score(runs, curves[0].mode, orders, m) for m in args.methods}
-        is_chosen = path.name.startswith(CHOSEN_ON)
-        chosen += [name] if is_chosen else []
-        lines += [f"`{path.name}`, {len(runs)} runs{' (defaults chosen here)' if is_chosen else ' (held out)'}: "
-                  f"{source}", "",
-                  "| method | best within 5% | within 2% | epochs (mean share) | epochs to a trial within 5% (median) "
-                  "| worst gap |", "| --- | --- | --- | --- | --- | --- |"]
-        for method, s in scores[name].items():
-            lines.append(f"| {method} | {s['within5']:.0%} | {s['within2']:.0%} | {s['share']:.2f} | "
-                         f"{s['first5']:.2f} | {s['gap_max']:+.0%} |")
-        lines.append("")
-        print("\n".join(lines[-len(scores[name]) - 5:]), flush=True)
+        tables.append((path, source, runs, curves[0].mode,
+                       [np.random.default_rng(k).permutation(len(runs)) for k in range(args.orders)]))
+    # each (table, method) replays its orders alone: independent jobs, one process each
+    with ProcessPoolExecutor(args.jobs) as pool:
+        jobs = {(path.stem, m): pool.submit(score, runs, mode, orders, m)
+                for path, _, runs, mode, orders in tables for m in args.methods}
+        for path, source, runs, _, _ in tables:
+            name = path.stem
+            scores[name] = {m: jobs[name, m].result() for m in args.methods}
+            is_chosen = path.name.startswith(CHOSEN_ON)
+            chosen += [name] if is_chosen else []
+            lines += [f"`{path.name}`, {len(runs)} runs{' (defaults chosen here)' if is_chosen else ' (held out)'}: "
+                      f"{source}", "",
+                      "| method | best within 5% | within 2% | epochs (mean share) | epochs to a trial within 5% (median) "
+                      "| worst gap |", "| --- | --- | --- | --- | --- | --- |"]
+            for method, s in scores[name].items():
+                lines.append(f"| {method} | {s['within5']:.0%} | {s['within2']:.0%} | {s['share']:.2f} | "
+                             f"{s['first5']:.2f} | {s['gap_max']:+.0%} |")
+            lines.append("")
+            print("\n".join(lines[-len(scores[name]) - 5:]), flush=True)
     if skipped:
         lines += [f"Not replayed (fewer than {MIN_RUNS} runs is no study): {', '.join(skipped)}.", ""]
     headline = ["| method | " + " | ".join(scores) + " | mean epochs |", "| --- |" + " --- |" * (len(scores) + 1)]
