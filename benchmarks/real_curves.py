@@ -275,7 +275,8 @@ def main() -> None:
     section, held_scores = table("The old split: the odd-indexed curves of each file, scored by a model trained "
                                  "without them", held, names, lambda curve: odd)
     lines += section
-    section, _ = table("For reference: every real curve by the shipped model, which was trained on them", everything, names)
+    section, _ = table("For reference: every real curve by the shipped model, which was trained on those of the five logs "
+                       "`train_curve_model` names (not the Cityscapes runs)", everything, names)
     lines += section
     section, plateau_scores = table("A plateau, then a fall by a third to a half at 20-45% of the budget (synthetic, "
                                     "`plateau_curves`: the shape the issue's unseen projects lost)", plateau_curves(), names)
