@@ -30,6 +30,32 @@ def run(recipe: rc.Recipe, pruner: str, trials: int, folder: Path, sampler_seed:
     return summary
 
 
+def fate(folder: Path, pruners: list[str]) -> list[str]:
+    """What each pruner did to the trial the unpruned study found best (the same sampler seed
+    gives the same parameters until the studies' trials part): where it was pruned, and what its
+    reports were then and at its end, so a lost best shows whether anything before its cut foretold it."""
+    import optuna
+
+    def load(pruner: str) -> optuna.Study:
+        return optuna.load_study(study_name=f"bench-{pruner}", storage=f"sqlite:///{folder / f'{pruner}.db'}")
+
+    best = load("none").best_trial
+    reports = best.intermediate_values
+    out = [f"The unpruned study's best: trial {best.number}, {best.value:.4g}, reports "
+           + ", ".join(f"{reports[s]:.3g}" for s in sorted(reports)) + "."]
+    for pruner in (p for p in pruners if p != "none"):
+        twin = next((t for t in load(pruner).trials if t.params == best.params), None)
+        if twin is None:
+            out.append(f"- {pruner}: its sampler never drew those parameters.")
+        elif twin.state == optuna.trial.TrialState.PRUNED:
+            step = twin.last_step
+            out.append(f"- {pruner}: pruned it at step {step} of {max(reports)}, at {reports[step]:.4g} "
+                       f"(it ended at {best.value:.4g}).")
+        else:
+            out.append(f"- {pruner}: kept it ({twin.state.name.lower()}, {twin.value:.4g}).")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipe", default="grid25-mlp")
@@ -61,6 +87,7 @@ def main() -> None:
         "median_epochs_ratio": results["median"]["total_epochs"] / max(1, full["total_epochs"]),
         "median_best_objective_ratio": results["median"]["best"]["value"] / full["best"]["value"],
     }
+    lines += ["", *fate(folder, list(results))]
     print("\n".join(lines))
     print(write(f"Pruning: forecast and median vs none ({args.recipe}, {args.trials} trials)", lines, result))
 
