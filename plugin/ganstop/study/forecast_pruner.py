@@ -28,8 +28,8 @@ asks at each report: how likely is this trial, by the end of its budget, to beat
   from as far behind; a trial that collapsed has a high level, so the study's futures no longer
   carry it, and its own forecast says it will not come back. The learned curve model, which the
   stopper asks to confirm a stop, is not asked here. Read as the lower of the two it saves
-  epochs (0.56 of them instead of 0.63 over the seven study tables, every best kept, on 100
-  trial orders apart from the benchmark's), but it is one step from losing slow starters: at
+  epochs (0.56 of them instead of 0.63 over the seven study tables, ring8's then at 10 trials,
+  every best kept, on 100 trial orders apart from the benchmark's), but it is one step from losing slow starters: at
   confidence 0.2 it lost Tiny-ImageNet's best run, which falls 3x after a tenth of its budget,
   in 59% of the orders (the fit alone: none), and it prunes a hand-made run falling 40x at its
   5th report (tests/test_pruner.py): five checks into its budget, that run looks like the many
