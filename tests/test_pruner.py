@@ -92,6 +92,23 @@ def test_a_trial_that_leads_then_collapses_is_pruned_soon_after_the_turn():
     assert pruned is not None and turn < pruned <= turn + 6
 
 
+def test_a_trial_whose_best_check_ties_the_incumbent_within_its_noise_is_kept_even_as_it_collapses():
+    # a noisy trial (one check's noise 0.4) whose best check lands 0.05 above the incumbent (10.0),
+    # then collapses at 80% of its budget: pruning it would throw away a checkpoint as good as the
+    # incumbent by luck of the draw, to save a fifth of one trial
+    noise = np.random.default_rng(0).normal(0, 0.4, STEPS + 1)
+    noise -= noise.min() - 0.05 + 0.5  # the best check sits at 10.05 on a level of 10.5
+    turn = 40
+
+    def tied(t, offset=0.0):
+        return 10.5 + offset + noise[t] if t <= turn else 30.0
+
+    assert min(tied(t) for t in range(1, turn + 1)) == pytest.approx(10.05)
+    assert first_prune(study_of(*plateaus()), tied) is None
+    # the same collapse from a best clearly behind the incumbent is pruned
+    assert first_prune(study_of(*plateaus()), lambda t: tied(t, offset=3.0)) is not None
+
+
 def test_a_trial_better_than_the_incumbent_is_never_pruned():
     assert first_prune(study_of(*plateaus()), lambda t: fast(t) - 2) is None
 
@@ -221,7 +238,7 @@ def test_the_best_of_near_tied_digits_trials_is_kept_when_it_comes_last():
     assert study.best_trial.number == 4 and study.best_value == min(v for _, v, _ in curves[1].checks)
 
 
-@pytest.mark.parametrize("order_seed", [1, 14])
+@pytest.mark.parametrize("order_seed", [1, 23])
 def test_a_study_of_forty_near_tied_digits_trials_keeps_one_within_five_percent(order_seed):
     """All 40 trials of the shipped digits table: only 4 end within 5% of the best, and at any
     share before the end they look like the other 36. Each is, fairly, unlikely to beat an
