@@ -17,6 +17,7 @@ from pathlib import Path
 from _report import scratch_tracking, write
 
 from ganstop import recipe as rc
+from ganstop.metrics.registry import resolve
 from ganstop.study import runner as study_runner
 
 PRUNERS = ("forecast", "median", "none")
@@ -91,7 +92,7 @@ def main() -> None:
             epochs[p].append(results[p]["total_epochs"] / max(1, full["total_epochs"]))
         story = fate(folder, list(results))
         fates += [f"Seed {seed}. {story[0]}", *story[1:], ""]
-    minimize = _direction(folder) == "MINIMIZE"
+    minimize = resolve(recipe).mode == "min"  # the study's direction, as ganstop tune sets it
     within = {p: sum((r <= 1.05) if minimize else (r >= 0.95) for r in ratios[p]) for p in ratios}
     result: dict[str, object] = {"recipe": args.recipe, "trials": args.trials, "seeds": len(args.seeds)}
     for p in ratios:
@@ -105,12 +106,6 @@ def main() -> None:
     print("\n".join(lines))
     print(write(f"Pruning: forecast and median vs none ({args.recipe}, {args.trials} trials, "
                 f"{len(args.seeds)} seed{'s' * (len(args.seeds) > 1)})", lines, result))
-
-
-def _direction(folder: Path) -> str:
-    import optuna
-
-    return optuna.load_study(study_name="bench-none", storage=f"sqlite:///{folder / 'none.db'}").direction.name
 
 
 if __name__ == "__main__":

@@ -22,20 +22,20 @@ asks at each report: how likely is this trial, by the end of its budget, to beat
   already beat the incumbent, and is left out otherwise (its future is unknown). The share is
   smoothed, (wins + 1/4) / (futures + 1/2), and read only where ``n_min_trials`` finished trials
   reached this share.
-- the trial's own: ganstop's fitted curve ensemble (``stopping.forecast.fit``, which the stopper also asks) of
-  what the rest of its budget can reach, read as P(a check by the end beats the incumbent). A slow
-  starter still falling fast is kept by this reading even when no finished trial gained as much
-  from as far behind; a trial that collapsed has a high level, so the study's futures no longer
-  carry it, and its own forecast says it will not come back. The learned curve model, which the
-  stopper asks to confirm a stop, is not asked here. Read as the lower of the two it saves
-  epochs (0.56 of them instead of 0.63 over the seven study tables, ring8's then at 10 trials,
-  every best kept, on 100 trial orders apart from the benchmark's), but it is one step from losing slow starters: at
-  confidence 0.2 it lost Tiny-ImageNet's best run, which falls 3x after a tenth of its budget,
-  in 59% of the orders (the fit alone: none), and it prunes a hand-made run falling 40x at its
-  5th report (tests/test_pruner.py): five checks into its budget, that run looks like the many
-  GAN curves that slow down (a model trained on a prior with falls twice as long and deep still
-  gave it P < 0.03). Read as the higher of the two it only spent more (0.65), and kept no best
-  the fit alone lost.
+- the trial's own: ganstop's fitted curve ensemble (``stopping.forecast.fit``, which the stopper
+  also asks) of what the rest of its budget can reach, read as P(a check by the end beats the
+  incumbent). A slow starter still falling fast is kept by this reading even when no finished
+  trial gained as much from as far behind; a trial that collapsed has a high level, so the
+  study's futures no longer carry it, and its own forecast says it will not come back. The
+  learned curve model, which the stopper asks to confirm a stop, is not asked here. Read as the
+  lower of the two it saves epochs (0.56 of them instead of 0.63 over the seven study tables,
+  ring8's then at 10 trials, every best kept, on 100 trial orders apart from the benchmark's),
+  but it is one step from losing slow starters: at confidence 0.2 it lost Tiny-ImageNet's best
+  run, which falls 3x after a tenth of its budget, in 59% of the orders (the fit alone: none),
+  and it prunes a hand-made run falling 40x at its 5th report (tests/test_pruner.py): five
+  checks into its budget, that run looks like the many GAN curves that slow down (a model
+  trained on a prior with falls twice as long and deep still gave it P < 0.03). Read as the
+  higher of the two it only spent more (0.65), and kept no best the fit alone lost.
 
 Steps are read as shares of ``max_resource`` (trials of different lengths, and steps in any
 unit, line up), a trial whose best so far already beats the incumbent is never pruned, nor one
@@ -146,8 +146,8 @@ class ForecastPruner(BasePruner):
         ys = np.array([sign * trial.intermediate_values[int(s)] for s in steps])
         if ys.size == 0 or ys.min() < incumbent:
             return False
-        # near ties are told apart by luck: two checks' noise (this trial's, the incumbent's) apart,
-        # a trial's best check, or the end a future leads it to, beats the incumbent by chance
+        # near ties are told apart by luck: within two checks' noise (this trial's, the incumbent's),
+        # its best check, or the end a future leads it to, beats the incumbent by chance, not surely
         sigma = math.sqrt(2.0) * forecast.noise(ys[int(np.searchsorted(steps, (1 - WINDOW) * steps[-1])):])
         if sigma > 0 and NormalDist(float(ys.min()), sigma).cdf(incumbent) >= self._confidence:
             return False  # its best check is already a near tie: pruning would throw it away
