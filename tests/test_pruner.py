@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from conftest import ROOT
 from ganstop import ForecastPruner
 from ganstop.stopping.replay import load_curves
+from ganstop.study import forecast_pruner
 from ganstop.study.pruners import make_pruner
 
 State = optuna.trial.TrialState
@@ -123,23 +124,47 @@ def test_no_pruning_before_the_warm_up_or_without_completed_trials():
     assert first_prune(empty, lambda t: 1e6) is None
 
 
+def flat_behind_at_15(*trials):
+    """Whether a trial flat at 30 is pruned at step 15 of a study of ``trials``."""
+    trial = study_of(*trials).ask()
+    for t in range(1, 16):
+        trial.report(30 + 0.01 * (t % 2), t)
+    return trial.should_prune()
+
+
 def test_pruned_trials_count_as_censored():
     flat = [finished(lambda t, k=k: 20 + k) for k in range(4)]  # incumbent 20, none gained anything
-    behind = lambda t: 30 + 0.01 * (t % 2)  # noqa: E731  flat, a third behind
-
-    def pruned_at_15(*trials):
-        trial = study_of(*trials).ask()
-        for t in range(1, 16):
-            trial.report(behind(t), t)
-        return trial.should_prune()
-
-    assert pruned_at_15(*flat)
+    assert flat_behind_at_15(*flat)
     # trials pruned at 60% after falling from 30 to 15 at 50%: their futures, cut short, already won
     fallers = [finished(lambda t: 30 if t < 25 else 15, state=State.PRUNED, steps=30) for _ in range(4)]
-    assert not pruned_at_15(*flat, *fallers)
+    assert not flat_behind_at_15(*flat, *fallers)
     # many trials pruned flat at 40%: their futures are unknown, not losses, so they change nothing
-    cut = [finished(behind, state=State.PRUNED, steps=20) for _ in range(20)]
-    assert not pruned_at_15(*flat, *fallers, *cut)
+    cut = [finished(lambda t: 30.0, state=State.PRUNED, steps=20) for _ in range(20)]
+    assert not flat_behind_at_15(*flat, *fallers, *cut)
+
+
+def test_the_curve_model_is_the_prior_of_the_studys_futures(monkeypatch):
+    """Three finished trials, none of whose futures carries a trial flat at 30 to the incumbent
+    (20): with so little evidence the curve model's reading decides (PRIOR pseudo-futures win as
+    often as it says); with twenty, the study's own futures outweigh whatever it says."""
+    flat = [finished(lambda t, k=k: 20 + k) for k in range(20)]
+    for chance, pruned in ((0.9, False), (0.0, True)):
+        monkeypatch.setattr(forecast_pruner, "model_chance", lambda *_, chance=chance: chance)
+        assert flat_behind_at_15(*flat[:3]) is pruned
+    monkeypatch.setattr(forecast_pruner, "model_chance", lambda *_: 1.0)
+    assert flat_behind_at_15(*flat)
+
+
+def test_the_curve_models_chance_reads_the_curve_in_shares_of_the_budget():
+    steps = np.arange(1, 16, dtype=float)
+    falling = 20 + 80 * np.exp(-steps / 8)  # still falling fast at 30% of the budget
+    flat = 30 + np.random.default_rng(0).normal(0, 0.3, steps.size)
+    bar = 0.8 * falling.min()  # a fifth below its best so far
+    assert forecast_pruner.model_chance(steps, falling, STEPS, bar) > 0.5
+    assert forecast_pruner.model_chance(steps, flat, STEPS, 20.0) < 0.1  # a third below a plateau
+    assert forecast_pruner.model_chance(4 * steps, falling, 4 * STEPS, bar) == \
+        pytest.approx(forecast_pruner.model_chance(steps, falling, STEPS, bar))
+    assert forecast_pruner.model_chance(steps[:4], falling[:4], STEPS, bar) == 0.5  # too few reports: no opinion
 
 
 def test_non_finite_values():

@@ -172,7 +172,7 @@ class EarlyStopper:
         warm-up delays monitoring, not what the curve says); cached per curve by ``replay``."""
         if self.fits is not None:
             return self.fits(len(self.curve))
-        from ganstop.stopping.forecast import fit# numpy loads only where a forecast is asked for
+        from ganstop.stopping.forecast import fit  # numpy loads only where a forecast is asked for
 
         sign = 1.0 if self.mode == "min" else -1.0
         epochs = [c[0] for c in self.curve]
