@@ -33,8 +33,8 @@ asks at each report: how likely is this trial, by the end of its budget, to beat
   incumbent). A slow starter still falling fast is kept by this reading even when no finished
   trial gained as much from as far behind; a trial that collapsed has a high level, so the
   study's futures no longer carry it, and its own forecast says it will not come back. The
-  curve model stands in here only as the futures' prior: read as the lower of fit and model it
-  saved epochs (0.56 of them instead of 0.63 over the seven study tables, ring8's then at 10
+  curve model is not asked for this reading, only for the futures' prior: read as the lower of
+  fit and model it saved epochs (0.56 of them instead of 0.63 over the seven study tables, ring8's then at 10
   trials, every best kept, on 100 trial orders apart from the benchmark's), but it is one step
   from losing slow starters: at confidence 0.2 it lost Tiny-ImageNet's best run, which falls 3x
   after a tenth of its budget, in 59% of the orders (the fit alone: none), and it prunes a
