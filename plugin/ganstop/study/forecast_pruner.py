@@ -34,14 +34,14 @@ asks at each report: how likely is this trial, by the end of its budget, to beat
   trial gained as much from as far behind; a trial that collapsed has a high level, so the
   study's futures no longer carry it, and its own forecast says it will not come back. The
   curve model is not asked for this reading, only for the futures' prior: read as the lower of
-  fit and model it saved epochs (0.56 of them instead of 0.63 over the seven study tables, ring8's then at 10
-  trials, every best kept, on 100 trial orders apart from the benchmark's), but it is one step
-  from losing slow starters: at confidence 0.2 it lost Tiny-ImageNet's best run, which falls 3x
-  after a tenth of its budget, in 59% of the orders (the fit alone: none), and it prunes a
-  hand-made run falling 40x at its 5th report (tests/test_pruner.py): five checks into its
-  budget, that run looks like the many GAN curves that slow down (a model trained on a prior
-  with falls twice as long and deep still gave it P < 0.03). Read as the higher of the two it
-  only spent more (0.65), and kept no best the fit alone lost.
+  fit and model it saved epochs (0.56 of them instead of 0.63 over the seven study tables,
+  ring8's then at 10 trials, every best kept, on 100 trial orders apart from the benchmark's),
+  but it is one step from losing slow starters: at confidence 0.2 it lost Tiny-ImageNet's best
+  run, which falls 3x after a tenth of its budget, in 59% of the orders (the fit alone: none),
+  and it prunes a hand-made run falling 40x at its 5th report (tests/test_pruner.py): five
+  checks into its budget, that run looks like the many GAN curves that slow down (a model
+  trained on a prior with falls twice as long and deep still gave it P < 0.03). Read as the
+  higher of the two it only spent more (0.65), and kept no best the fit alone lost.
 
 Steps are read as shares of ``max_resource`` (trials of different lengths, and steps in any
 unit, line up), a trial whose best so far already beats the incumbent is never pruned, nor one
