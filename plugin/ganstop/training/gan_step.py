@@ -20,7 +20,7 @@ import inspect
 import torch
 from torch import nn
 
-from ganstop.training import distributed, models, optim, sync_batchnorm
+from ganstop.training import distributed, interrupt, models, optim, sync_batchnorm
 from ganstop import plugins
 from ganstop.data.sets import Data
 from ganstop.training.losses import r1_penalty
@@ -128,6 +128,7 @@ class GANStep:
         self.D.train()
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
         for step in range(steps):
+            interrupt.check()  # a held Ctrl-C stops here, between batches
             real = self._real_batch(order[step * batch:(step + 1) * batch][mine], step)
             for _ in range(tc.d_steps):
                 z = torch.randn(batch, self.recipe.model.z_dim, device=self.device)[mine]

@@ -5,6 +5,7 @@ track and prune. It knows neither MLflow nor Optuna: they come in as callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 import warnings
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ganstop.training import distributed
+from ganstop.training import distributed, interrupt
 from ganstop.training.cadence import CheckSchedule
 from ganstop.training.callbacks import Callback, Checkpointing, Validation
 from ganstop.data.sets import Data
@@ -133,7 +134,12 @@ class Trainer:
         """Train to the end of the budget or the stopper's word. Per epoch: the GAN step, then a
         check when the schedule says so, then the callbacks (a full checkpoint when
         ``train.checkpoint_seconds`` have passed); a last checkpoint at the end. Everything but
-        the step is timed into the schedule."""
+        the step is timed into the schedule. In one process a Ctrl-C stops the run at the next
+        batch boundary (``interrupt``), never inside a callback's write."""
+        with interrupt.held() if distributed.world_size() == 1 else contextlib.nullcontext():
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         last_epoch, clock = self.recipe.train.max_epochs, self.clock
         started = clock()
         self._emit("on_train_start", self)
@@ -142,6 +148,7 @@ class Trainer:
         bar = tqdm(range(first, last_epoch + 1), initial=self.epoch, total=last_epoch, desc="epochs",
                    unit="epoch", disable=not (self.progress and distributed.is_main()), dynamic_ncols=True)
         for epoch in bar:
+            interrupt.check()
             self.epoch = epoch
             t0 = clock()
             logs = self.step.train_epoch(epoch)
@@ -152,7 +159,7 @@ class Trainer:
             # rank 0's clock decides for every rank: each must join the same checks
             checked = stop is None and distributed.agree(self.schedule.due(epoch, trained - t0), self.device)
             if checked and self.schedule.late_since == epoch and distributed.is_main():
-                warnings.warn(f"ganstop: {self.schedule.late_message()}", stacklevel=2)
+                warnings.warn(f"ganstop: {self.schedule.late_message()}", stacklevel=3)
             if checked:
                 metrics, samples, check = self.validation.validate(self, last=epoch == last_epoch)
                 logs.update(metrics)
