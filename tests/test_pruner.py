@@ -186,6 +186,16 @@ def test_unsorted_intermediate_values_and_steps_from_zero_decide_alike():
         first_prune(study_of(*trials(backward)), lambda t: fast(t) + 15)
 
 
+def test_one_finished_trial_is_evidence_enough_by_default():
+    """The curve model's prior and the trial's own forecast carry the first decisions: with one
+    completed trial a hopeless one is pruned early; asking for three finished trials waits."""
+    hopeless = lambda t: fast(t) + 15  # noqa: E731
+    assert 5 <= first_prune(study_of(finished(fast)), hopeless) <= EARLY
+    patient = optuna.create_study(pruner=ForecastPruner(max_resource=STEPS, n_min_trials=3))
+    patient.add_trial(finished(fast))
+    assert first_prune(patient, hopeless) is None
+
+
 def test_auto_max_resource_reads_the_completed_trials():
     study = optuna.create_study(pruner=ForecastPruner())
     for trial in plateaus():
@@ -263,12 +273,12 @@ def test_the_best_of_near_tied_digits_trials_is_kept_when_it_comes_last():
     assert study.best_trial.number == 4 and study.best_value == min(v for _, v, _ in curves[1].checks)
 
 
-@pytest.mark.parametrize("order_seed", [1, 23])
+@pytest.mark.parametrize("order_seed", [3, 6])
 def test_a_study_of_forty_near_tied_digits_trials_keeps_one_within_five_percent(order_seed):
     """All 40 trials of the shipped digits table: only 4 end within 5% of the best, and at any
     share before the end they look like the other 36. Each is, fairly, unlikely to beat an
     incumbent that is the best of many; pruning every trial below a 20% chance lost all four in
-    these orders (and in 6 of 100 others), below the default 10% keeps one."""
+    these orders (and in 8 of the orders seeded 0-119), below the default 10% keeps one."""
     _, curves = load_curves(ROOT / "benchmarks" / "curves" / "ganstop-digits-dcgan.json")
     best = min(v for c in curves for _, v, _ in c.checks)
     order = np.random.default_rng(order_seed).permutation(len(curves))

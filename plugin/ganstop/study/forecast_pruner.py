@@ -122,11 +122,14 @@ class ForecastPruner(BasePruner):
             study of near-tied trials each is fairly unlikely to beat the best of many, and the few
             that will look like the rest until the end (docs/studies.md).
         warmup: share of ``max_resource`` before which no trial is pruned.
-        n_min_trials: finished trials that reached a share before it can prune there.
+        n_min_trials: finished trials that reached a share before it can prune there. One: the
+            curve model's prior and the trial's own forecast carry the decisions while few trials
+            have finished (docs/studies.md: 3 spent 0.60 of the epochs, 1 spends 0.55, every best
+            kept; and at confidence 0.2 it kept digits' best in 98% of the orders, 3 in 89%).
     """
 
     def __init__(self, max_resource: int | str = "auto", *, confidence: float = 0.1, warmup: float = 0.1,
-                 n_min_trials: int = 3) -> None:
+                 n_min_trials: int = 1) -> None:
         if not (max_resource == "auto" or (isinstance(max_resource, int) and not isinstance(max_resource, bool)
                                            and max_resource >= 1)):
             raise ValueError(f"max_resource must be an int >= 1 or 'auto', but got {max_resource!r}")
