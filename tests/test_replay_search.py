@@ -128,5 +128,13 @@ def test_pruners_replayed_on_a_logged_study(tracking, capsys):
     assert "not the full study best" in rows["median"]  # median kills the slow starter
     spent = {name: int(row.split()[1]) for name, row in rows.items()}
     assert spent["forecast"] < spent["none"] and spent["median"] < spent["none"]
+    assert "forecast at confidence 0.1)" in out.splitlines()[0]
+    # --prune-confidence means what it means in `ganstop tune`: a bolder forecast prunes sooner
+    code, out, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s", "--pruners", "forecast",
+                             "--prune-confidence", "0.9"], capsys)
+    assert code == 0, err
+    assert "forecast at confidence 0.9)" in out.splitlines()[0]
+    bold = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()[1:]}
+    assert bold["none"] == spent["none"] and bold["forecast"] < spent["forecast"]
     code, _, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s", "--pruners", "bogus"], capsys)
     assert code == 2 and "unknown pruner 'bogus'" in err

@@ -227,8 +227,10 @@ def tune(recipe, n_trials, timeout, storage, study_name, pruner, prune_confidenc
               help="With --from-study: replay these pruners (forecast, median, percentile, patient, "
                    "successive-halving, hyperband) on the study's trials instead, and show what each would "
                    "have spent and which trial it would have kept.")
+@click.option("--prune-confidence", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="With --pruners forecast: its confidence, as ganstop tune's.")
 def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed, objective, experiment_name,
-           pruners) -> None:
+           pruners, prune_confidence) -> None:
     """Search the recipe's stopping.* space on finished runs' logged curves, or replay pruners on a
     finished study; training nothing."""
     from ganstop.study import replay_search
@@ -243,8 +245,8 @@ def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed,
             raise click.UsageError("--pruners replays a study: name it with --from-study")
         check_reachable()
         names = [p.strip() for p in pruners.split(",") if p.strip()]
-        click.echo(replay_pruners.describe(replay_pruners.run(recipe, from_study, names, objective == "quality"),
-                                           from_study))
+        results = replay_pruners.run(recipe, from_study, names, objective == "quality", prune_confidence)
+        click.echo(replay_pruners.describe(results, from_study, prune_confidence))
         return
     check_reachable()
     found = replay_search.run(recipe, experiment=from_experiment, study=from_study, run_ids=tuple(run_ids),

@@ -38,11 +38,14 @@ class Replayed:
     best_value: float | None  # that trial's objective
 
 
-def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weight: float) -> Replayed:
-    """``curves``: (trial number, curve, seconds of each check's epoch) in the order the trials ran."""
+def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weight: float,
+                 confidence: float = 0.1) -> Replayed:
+    """``curves``: (trial number, curve, seconds of each check's epoch) in the order the trials ran;
+    ``confidence``: the forecast pruner's, as ``ganstop tune --prune-confidence``."""
     mode = curves[0][1].mode
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
-                                pruner=make_pruner(pruner, max_resource=max(c.budget for _, c, _ in curves)))
+                                pruner=make_pruner(pruner, max_resource=max(c.budget for _, c, _ in curves),
+                                                   confidence=confidence))
     epochs, seconds, kept = 0, 0.0, None
     for number, curve, times in curves:
         trial, best, value, ran = study.ask(), None, None, 0
@@ -68,7 +71,8 @@ def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weig
     return Replayed(pruner, epochs, seconds / 3600, *(kept or (None, None)))
 
 
-def run(recipe: Recipe, study: str, pruners: list[str], quality_only: bool = False) -> list[Replayed]:
+def run(recipe: Recipe, study: str, pruners: list[str], quality_only: bool = False,
+        confidence: float = 0.1) -> list[Replayed]:
     unknown = [p for p in pruners if p not in PRUNERS]
     if unknown:
         raise RecipeError(f"unknown pruner {unknown[0]!r} for --pruners; choose from {', '.join(PRUNERS)}")
@@ -82,12 +86,14 @@ def run(recipe: Recipe, study: str, pruners: list[str], quality_only: bool = Fal
         ordered.append((int(run.data.tags.get("ganstop.trial", -1)), curve, [times.get(e, 0.0) for e, _, _ in curve.checks]))
     ordered.sort(key=lambda item: item[0])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return [replay_study(ordered, name, weight) for name in ["none", *[p for p in pruners if p != "none"]]]
+    return [replay_study(ordered, name, weight, confidence) for name in ["none", *[p for p in pruners if p != "none"]]]
 
 
-def describe(results: list[Replayed], study: str) -> str:
+def describe(results: list[Replayed], study: str, confidence: float = 0.1) -> str:
     full = results[0]
-    lines = [f"pruners replayed on study {study!r} ({full.epochs} epochs, {full.hours:.2f} h trained unpruned):"]
+    forecast = f"; forecast at confidence {confidence:g}" if any(r.pruner == "forecast" for r in results) else ""
+    lines = [f"pruners replayed on study {study!r} ({full.epochs} epochs, {full.hours:.2f} h trained unpruned"
+             f"{forecast}):"]
     for r in results:
         kept = f"trial {r.best_trial} (objective {r.best_value:.5g})" if r.best_trial is not None else "no trial"
         lines.append(f"  {r.pruner:<20} {r.epochs:>7} epochs ({r.epochs / max(full.epochs, 1):.0%}), {r.hours:.2f} h, "
