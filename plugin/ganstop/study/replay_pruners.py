@@ -93,7 +93,7 @@ def describe(results: list[Replayed], study: str, confidence: float = 0.1) -> st
     full = results[0]
     forecast = f"; forecast at confidence {confidence:g}" if any(r.pruner == "forecast" for r in results) else ""
     lines = [f"pruners replayed on study {study!r} ({full.epochs} epochs, {full.hours:.2f} h trained unpruned"
-             f"{forecast}):"]
+             + f"{forecast}):"]
     for r in results:
         kept = f"trial {r.best_trial} (objective {r.best_value:.5g})" if r.best_trial is not None else "no trial"
         lines.append(f"  {r.pruner:<20} {r.epochs:>7} epochs ({r.epochs / max(full.epochs, 1):.0%}), {r.hours:.2f} h, "
