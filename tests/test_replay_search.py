@@ -138,3 +138,6 @@ def test_pruners_replayed_on_a_logged_study(tracking, capsys):
     assert bold["none"] == spent["none"] and bold["forecast"] < spent["forecast"]
     code, _, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s", "--pruners", "bogus"], capsys)
     assert code == 2 and "unknown pruner 'bogus'" in err
+    code, _, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s", "--prune-confidence", "0.2"],
+                          capsys)  # a confidence with nothing to apply it to is a mistake, not a no-op
+    assert code == 2 and "--prune-confidence is the forecast pruner's" in err

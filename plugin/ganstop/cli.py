@@ -10,6 +10,7 @@ import sys
 import time
 
 import click
+from click.core import ParameterSource
 
 from ganstop import recipe as rc
 from ganstop.errors import GanstopError
@@ -238,6 +239,8 @@ def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed,
 
     if not (from_experiment or from_study or run_ids):
         raise click.UsageError("name the curves to replay: --from-experiment, --from-study or --from-run")
+    if not pruners and click.get_current_context().get_parameter_source("prune_confidence") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--prune-confidence is the forecast pruner's: replay it with --pruners forecast")
     if pruners:
         from ganstop.study import replay_pruners
 
