@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 from conftest import invoke
 from ganstop import recipe as rc
 from ganstop.stopping.replay import Curve, load_curves, replay
+from ganstop.study.forecast_pruner import CONFIDENCE
 
 CIFAR = Path(__file__).resolve().parents[1] / "benchmarks" / "curves" / "studiogan-cifar10.json"
 
@@ -129,6 +130,7 @@ def test_pruners_replayed_on_a_logged_study(tracking, capsys):
     spent = {name: int(row.split()[1]) for name, row in rows.items()}
     assert spent["forecast"] < spent["none"] and spent["median"] < spent["none"]
     assert "forecast at confidence 0.1)" in out.splitlines()[0]
+    assert CONFIDENCE == 0.1  # the CLI default is a literal (it starts without the pruner): the same one
     # --prune-confidence means what it means in `ganstop tune`: a bolder forecast prunes sooner
     code, out, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s", "--pruners", "forecast",
                              "--prune-confidence", "0.9"], capsys)

@@ -239,7 +239,9 @@ def replay(recipe, from_experiment, from_study, run_ids, n_trials, sampler_seed,
 
     if not (from_experiment or from_study or run_ids):
         raise click.UsageError("name the curves to replay: --from-experiment, --from-study or --from-run")
-    if not pruners and click.get_current_context().get_parameter_source("prune_confidence") is not ParameterSource.DEFAULT:
+    source = click.get_current_context().get_parameter_source("prune_confidence")
+    confidence_given = source is not ParameterSource.DEFAULT
+    if not pruners and confidence_given:
         raise click.UsageError("--prune-confidence is the forecast pruner's: replay it with --pruners forecast")
     if pruners:
         from ganstop.study import replay_pruners

@@ -81,6 +81,7 @@ LEVEL_SHARE = 0.125  # a trial's level: the median of its reports in this latest
 LEVEL_MIN = 3  # ... and at least this many
 WINDOW = 0.5  # the own forecast fits the reports of this latest share of the steps (all, while too few)
 PRIOR = 0.5  # pseudo-futures smoothing the study's share of winning ones; they win as the curve model says
+CONFIDENCE = 0.1  # the default: prune below this chance of beating the incumbent (docs/studies.md)
 
 
 def own_chance(steps: np.ndarray, values: np.ndarray, max_resource: float, bar: float) -> float | None:
@@ -128,7 +129,7 @@ class ForecastPruner(BasePruner):
             kept; and at confidence 0.2 it kept digits' best in 98% of the orders, 3 in 89%).
     """
 
-    def __init__(self, max_resource: int | str = "auto", *, confidence: float = 0.1, warmup: float = 0.1,
+    def __init__(self, max_resource: int | str = "auto", *, confidence: float = CONFIDENCE, warmup: float = 0.1,
                  n_min_trials: int = 1) -> None:
         if not (max_resource == "auto" or (isinstance(max_resource, int) and not isinstance(max_resource, bool)
                                            and max_resource >= 1)):

@@ -7,13 +7,13 @@ from __future__ import annotations
 import optuna
 
 from ganstop.errors import RecipeError
-from ganstop.study.forecast_pruner import ForecastPruner
+from ganstop.study.forecast_pruner import CONFIDENCE, ForecastPruner
 
 
 def make_pruner(name: str, *, startup_trials: int = 3, warmup_steps: int = 0, percentile: float = 25.0,
                 patience: int = 2, lower: float | None = None, upper: float | None = None,
                 min_resource: int = 1, reduction_factor: int = 3, max_resource: int = 100,
-                confidence: float = 0.1) -> optuna.pruners.BasePruner:
+                confidence: float = CONFIDENCE) -> optuna.pruners.BasePruner:
     if name == "forecast":  # warm-up epochs, when asked for, replace its default warm-up share
         share = {"warmup": warmup_steps / max_resource} if 0 < warmup_steps < max_resource else {}
         return ForecastPruner(max_resource=max_resource, confidence=confidence, **share)

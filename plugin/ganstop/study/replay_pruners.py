@@ -22,6 +22,7 @@ from ganstop.errors import RecipeError
 from ganstop.recipe import Recipe
 from ganstop.stopping.criteria import better
 from ganstop.stopping.replay import Curve
+from ganstop.study.forecast_pruner import CONFIDENCE
 from ganstop.study.pruners import make_pruner
 from ganstop.study.replay_search import curves_from_runs
 from ganstop.study.space import SearchSpace
@@ -39,7 +40,7 @@ class Replayed:
 
 
 def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weight: float,
-                 confidence: float = 0.1) -> Replayed:
+                 confidence: float = CONFIDENCE) -> Replayed:
     """``curves``: (trial number, curve, seconds of each check's epoch) in the order the trials ran;
     ``confidence``: the forecast pruner's, as ``ganstop tune --prune-confidence``."""
     mode = curves[0][1].mode
@@ -72,7 +73,7 @@ def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weig
 
 
 def run(recipe: Recipe, study: str, pruners: list[str], quality_only: bool = False,
-        confidence: float = 0.1) -> list[Replayed]:
+        confidence: float = CONFIDENCE) -> list[Replayed]:
     unknown = [p for p in pruners if p not in PRUNERS]
     if unknown:
         raise RecipeError(f"unknown pruner {unknown[0]!r} for --pruners; choose from {', '.join(PRUNERS)}")
@@ -86,10 +87,12 @@ def run(recipe: Recipe, study: str, pruners: list[str], quality_only: bool = Fal
         ordered.append((int(run.data.tags.get("ganstop.trial", -1)), curve, [times.get(e, 0.0) for e, _, _ in curve.checks]))
     ordered.sort(key=lambda item: item[0])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return [replay_study(ordered, name, weight, confidence) for name in ["none", *[p for p in pruners if p != "none"]]]
+    names = ["none", *[p for p in pruners if p != "none"]]
+    return [replay_study(ordered, name, weight, confidence) for name in names]
 
 
-def describe(results: list[Replayed], study: str, confidence: float = 0.1) -> str:
+def describe(results: list[Replayed], study: str, confidence: float) -> str:
+    """``confidence``: the one ``run`` replayed the forecast pruner at (named in the header)."""
     full = results[0]
     forecast = f"; forecast at confidence {confidence:g}" if any(r.pruner == "forecast" for r in results) else ""
     lines = [f"pruners replayed on study {study!r} ({full.epochs} epochs, {full.hours:.2f} h trained unpruned"
