@@ -167,6 +167,14 @@ def score(runs: list[Run], mode: str, orders: list[np.ndarray], method: str) -> 
             "gap_max": max(gaps)}
 
 
+def cheapest_safe_share(scores: dict[str, dict[str, dict]], methods: list[str]) -> float | None:
+    """The mean share of the epochs of the cheapest Optuna rule among ``methods`` that keeps a trial
+    within 5% in at least 95% of the orders of every table (``scores``: table -> method -> score)."""
+    safe = [m for m in OPTUNA if m in methods and all(s[m]["within5"] >= 0.95 for s in scores.values())]
+    shares = [statistics.fmean(s[m]["share"] for s in scores.values()) for m in safe]
+    return min(shares) if shares else None
+
+
 def plot(scores: dict[str, dict[str, dict]], path: Path) -> None:
     """Per method, the mean share of the epochs over the tables against the worst table's share of
     orders that kept a trial within 5%; each table's point faint behind it."""
@@ -270,10 +278,9 @@ def main() -> None:
     lines = ["Orders keeping a trial within 5% of the table's best, at the mean share of the epochs:", "",
              *headline, "", *lines]
     result: dict[str, object] = {"orders": args.orders, "tables": len(scores)}
-    safe = [m for m in OPTUNA if m in args.methods and all(s[m]["within5"] >= 0.95 for s in scores.values())]
-    if safe:
-        cheapest = min(safe, key=lambda m: statistics.fmean(s[m]["share"] for s in scores.values()))
-        result["cheapest_safe_optuna_share"] = statistics.fmean(s[cheapest]["share"] for s in scores.values())
+    cheapest = cheapest_safe_share(scores, args.methods)
+    if cheapest is not None:
+        result["cheapest_safe_optuna_share"] = cheapest
     for method in ("ForecastPruner", "ForecastPruner + own stopper", "own stopper alone"):
         if method in args.methods:
             tag = method.split()[0].lower() + ("_stopper" if "+" in method else "")

@@ -110,6 +110,40 @@ def test_a_trial_whose_best_check_ties_the_incumbent_within_its_noise_is_kept_ev
     assert first_prune(study_of(*plateaus()), lambda t: tied(t, offset=3.0)) is not None
 
 
+def test_near_ties_at_the_incumbents_level_read_the_incumbents_noise():
+    """A trial still flat at a bounded metric's ceiling (mode error near 1) reports without noise;
+    the one finished trial fell from there to a level where its checks scatter by 10%. Its future
+    leads this trial to within that scatter of the incumbent: a near tie, kept. Read with this
+    trial's own noise (none) for both checks, the tie was a hard loss and the trial was pruned at
+    the warm-up. Against an incumbent without noise it is a hard loss either way."""
+
+    def falling(t):
+        return 0.06 + 0.92 / (1 + math.exp((t - 15) / 4))
+
+    def flat_then_falling(t):  # at 0.95 until epoch 8, then as the finished trial, 5% behind
+        return 0.95 if t <= 8 else min(0.95, falling(t) * 0.95 / falling(5))
+
+    steps = {}
+    for scatter in (0.0, 0.006):
+        rng = np.random.default_rng(0)
+        values = {t: falling(t) + scatter * float(rng.normal()) for t in range(1, STEPS + 1)}
+        done = optuna.trial.create_trial(state=State.COMPLETE, value=min(values.values()), intermediate_values=values)
+        steps[scatter] = first_prune(study_of(done), flat_then_falling)
+    assert steps[0.0] == STEPS // 10  # the first report after the warm-up
+    assert steps[0.006] is None or steps[0.006] > STEPS // 2
+
+
+def test_a_slow_starter_of_the_grid25_table_is_kept_after_a_noisy_incumbent():
+    """The shipped grid25 table: trial 36 sits at mode error 0.98 for three checks, then falls to
+    the table's second-best value (0.051); trial 37 ended at 0.066. Coming second, trial 36 was
+    pruned at a tenth of its budget while its reports were still noiseless (studies of 12 trials
+    drawn from the table lost it so); with the incumbent's own noise it completes as the best."""
+    _, curves = load_curves(ROOT / "benchmarks" / "curves" / "ganstop-grid25-mlp.json")
+    study = replayed(curves, (37, 36))
+    assert [t.state for t in study.trials] == [State.COMPLETE, State.COMPLETE]
+    assert study.best_trial.number == 1 and study.best_value == min(v for _, v, _ in curves[36].checks)
+
+
 def test_a_trial_better_than_the_incumbent_is_never_pruned():
     assert first_prune(study_of(*plateaus()), lambda t: fast(t) - 2) is None
 
@@ -273,12 +307,13 @@ def test_the_best_of_near_tied_digits_trials_is_kept_when_it_comes_last():
     assert study.best_trial.number == 4 and study.best_value == min(v for _, v, _ in curves[1].checks)
 
 
-@pytest.mark.parametrize("order_seed", [3, 6])
+@pytest.mark.parametrize("order_seed", [6, 9])
 def test_a_study_of_forty_near_tied_digits_trials_keeps_one_within_five_percent(order_seed):
     """All 40 trials of the shipped digits table: only 4 end within 5% of the best, and at any
     share before the end they look like the other 36. Each is, fairly, unlikely to beat an
     incumbent that is the best of many; pruning every trial below a 20% chance lost all four in
-    these orders (and in 8 of the orders seeded 0-119), below the default 10% keeps one."""
+    these orders (and in 21 of the orders seeded 0-119), below the default 10% keeps one (in each
+    of those 21)."""
     _, curves = load_curves(ROOT / "benchmarks" / "curves" / "ganstop-digits-dcgan.json")
     best = min(v for c in curves for _, v, _ in c.checks)
     order = np.random.default_rng(order_seed).permutation(len(curves))
