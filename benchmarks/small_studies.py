@@ -18,7 +18,6 @@ checks was chosen on draws seeded 20000 to 20099).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import statistics
 import time
@@ -28,7 +27,7 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import optuna
 from _report import publish
-from study_replay import CURVES, METHODS, Run, cheapest_safe_share, runs_of, study
+from study_replay import CURVES, METHODS, cheapest_safe_share, runs_of, score
 
 from ganstop.stopping.replay import load_curves
 
@@ -36,25 +35,6 @@ from ganstop.stopping.replay import load_curves
 def draws(n_runs: int, trials: int, count: int) -> list[np.ndarray]:
     """``count`` draws of ``trials`` run indices, each in its own random order (seeded by its index)."""
     return [np.random.default_rng(k).choice(n_runs, size=trials, replace=False) for k in range(count)]
-
-
-def score(runs: list[Run], mode: str, picks: list[np.ndarray], method: str) -> dict[str, float]:
-    """Per draw, ``method`` replayed on the drawn runs in the drawn order; the shares of draws within
-    5% and 2% of the draw's best, the mean share of its epochs, and the worst gap."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # PatientPruner's, once per study
-    factory, stopper = METHODS[method]
-    sign = 1 if mode == "min" else -1
-    gaps, shares = [], []
-    for pick in picks:
-        drawn = [runs[i] for i in pick]
-        best = min((v for r in drawn for v in r.values if math.isfinite(v)), key=lambda v: sign * v)
-        gap, share, _ = study(drawn, np.arange(len(drawn)), factory(), stopper, mode, best)
-        gaps.append(gap)
-        shares.append(share)
-    return {"within5": statistics.fmean(g <= 0.05 + 1e-12 for g in gaps),
-            "within2": statistics.fmean(g <= 0.02 + 1e-12 for g in gaps),
-            "share": statistics.fmean(shares), "gap_max": max(gaps)}
 
 
 def main() -> None:
@@ -65,6 +45,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes replaying (table, method) pairs")
     parser.add_argument("--no-report", action="store_true", help="print only; do not write docs/benchmarks.md")
     args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # PatientPruner's, once per study
     started = time.perf_counter()
     tables, skipped = [], []
     for path in sorted(CURVES.glob("*.json")):

@@ -146,8 +146,8 @@ def study(runs: list[Run], order: np.ndarray, pruner: optuna.pruners.BasePruner,
         spent += end / run.n
         kept = value if kept is None or sign * value < sign * kept else kept
         if first is None and _gap(kept, best, sign) <= 0.05 + 1e-12:
-            first = spent / len(runs)
-    return _gap(kept, best, sign) if kept is not None else math.inf, spent / len(runs), first
+            first = spent / len(order)
+    return _gap(kept, best, sign) if kept is not None else math.inf, spent / len(order), first
 
 
 def _gap(value: float, best: float, sign: int) -> float:
@@ -155,10 +155,14 @@ def _gap(value: float, best: float, sign: int) -> float:
 
 
 def score(runs: list[Run], mode: str, orders: list[np.ndarray], method: str) -> dict[str, float]:
+    """``method`` replayed on each order (indices of ``runs``: every run, or a draw of them), each
+    judged against the best value among its own runs."""
     factory, stopper = METHODS[method]
     sign = 1 if mode == "min" else -1
-    best = min((v for r in runs for v in r.values if math.isfinite(v)), key=lambda v: sign * v)
-    results = [study(runs, order, factory(), stopper, mode, best) for order in orders]
+    results = []
+    for order in orders:
+        best = min((v for i in order for v in runs[i].values if math.isfinite(v)), key=lambda v: sign * v)
+        results.append(study(runs, order, factory(), stopper, mode, best))
     gaps, shares, firsts = zip(*results)
     reached = [f for f in firsts if f is not None]
     return {"within5": statistics.fmean(g <= 0.05 + 1e-12 for g in gaps),

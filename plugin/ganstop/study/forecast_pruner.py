@@ -175,14 +175,15 @@ class ForecastPruner(BasePruner):
             levels, futures, complete, values, noises = self._update(finished, sign, max_resource)
         if not np.isfinite(values).any():
             return False
-        incumbent = float(np.nanmin(values))
+        leader = int(np.nanargmin(values))  # the incumbent's trial
+        incumbent = float(values[leader])
         steps = np.array(sorted(s for s, v in trial.intermediate_values.items() if math.isfinite(v)), float)
         ys = np.array([sign * trial.intermediate_values[int(s)] for s in steps])
         if ys.size == 0 or ys.min() < incumbent:
             return False
         # near ties are told apart by luck: within two checks' noise (this trial's, the incumbent's),
         # its best check, or the end a future leads it to, beats the incumbent by chance, not surely
-        sigma = math.hypot(latest_noise(steps, ys), noises[int(np.nanargmin(values))])
+        sigma = math.hypot(latest_noise(steps, ys), noises[leader])
         if sigma > 0 and NormalDist(float(ys.min()), sigma).cdf(incumbent) >= self._confidence:
             return False  # its best check is already a near tie: pruning would throw it away
         column = min(GRID, int(GRID * step / max_resource))
