@@ -1,0 +1,78 @@
+"""How early a table's trials can be told apart: what any pruner that reads curves can save.
+
+A pruner saves epochs by pruning trials early, and it keeps the best only if, by then, the curves
+already say which trial ends best. Per table of ``benchmarks/curves/`` (one trial per run, as
+``study_replay.py`` replays them) and per tenth of the budget: the Spearman rank correlation of
+each run's level there (the median of its latest reports, as ``ForecastPruner`` reads it) with the
+best it ends with, and how many runs stand ahead of the run that ends best. Where the correlation
+is low, a trial's level says little about where it ends: a pruner that keeps the best has to
+run trials on until the curves part, however it reads them.
+
+    python benchmarks/separability.py [--curves FILE ...] [--no-report]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from _report import publish
+from scipy.stats import spearmanr
+
+from ganstop.stopping.replay import load_curves
+from ganstop.study.forecast_pruner import level
+
+CURVES = Path(__file__).resolve().parent / "curves"
+SHARES = np.round(np.arange(0.1, 1.0, 0.1), 1)
+MIN_RUNS = 8  # a rank correlation over fewer runs says little
+PARTED = 0.7  # a table's curves have parted where the correlation first reaches this
+
+
+def profile(path: Path) -> tuple[list[float], list[int]] | None:
+    """Per share: the rank correlation of level with the run's best, and the runs ahead of the
+    run that ends best; None for a table of fewer than MIN_RUNS runs."""
+    _, curves = load_curves(path)
+    if len(curves) < MIN_RUNS:
+        return None
+    sign = 1.0 if curves[0].mode == "min" else -1.0
+    runs = [sign * np.array([v for _, v, _ in c.checks]) for c in curves]
+    ends = np.array([r.min() for r in runs])
+    best = int(np.argmin(ends))
+    rhos, ahead = [], []
+    for share in SHARES:
+        levels = []
+        for r in runs:
+            k = max(1, int(share * r.size))
+            levels.append(level(r[:k], np.arange(1.0, k + 1)))
+        levels = np.array(levels)
+        rhos.append(float(spearmanr(levels, ends)[0]))
+        ahead.append(int((levels < levels[best]).sum()))
+    return rhos, ahead
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--curves", type=Path, nargs="+", default=sorted(CURVES.glob("*.json")))
+    parser.add_argument("--no-report", action="store_true", help="print only; do not write docs/benchmarks.md")
+    args = parser.parse_args()
+    header = "| table | runs | " + " | ".join(f"{s:.0%}" for s in SHARES) + " | parted at |"
+    lines = ["Per table, at each share of the budget: the rank correlation (Spearman) of a run's level there "
+             "with the best it ends with, and in brackets the runs standing ahead of the run that ends best. "
+             f"Parted at: the first share where the correlation reaches {PARTED}.", "",
+             header, "| --- |" + " --- |" * (len(SHARES) + 2)]
+    result: dict[str, object] = {}
+    for path in args.curves:
+        found = profile(path)
+        if found is None:
+            continue
+        rhos, ahead = found
+        parted = next((float(s) for s, r in zip(SHARES, rhos) if r >= PARTED), 1.0)
+        cells = " | ".join(f"{r:+.2f} ({a})" for r, a in zip(rhos, ahead))
+        lines.append(f"| `{path.stem}` | {len(load_curves(path)[1])} | {cells} | {parted:.0%} |")
+        result[f"{path.stem}_parted_at"] = parted
+    publish("How early a study's trials part: the limit of any pruner", lines, result, report=not args.no_report)
+
+
+if __name__ == "__main__":
+    main()
