@@ -1,72 +1,37 @@
 """``ForecastPruner``: prune a trial once it is unlikely to beat the study's incumbent by the end
 of its budget, judged on its own curve and on what the study's other trials went on to do.
 
-GAN curves cross: the run that ends best is often a slow starter, and a run that leads early can
+GAN curves cross: the run that ends best is often a slow starter, and an early leader can
 collapse. Rules that compare trials at equal steps (median, percentile, successive halving) kill
-the slow starters; rules that wait (patience, long warm-ups) spend most of the budget. This pruner
-asks at each report: how likely is this trial, by the end of its budget, to beat the incumbent
-(the best completed trial's value, on the study's objective)? It prunes when that chance is below
-``confidence``, and the chance is the larger of two readings:
+the slow starters; rules that wait (patience, long warm-ups) spend most of the budget. At each
+report this pruner asks how likely the trial is to beat the incumbent (the best completed trial's
+value, on the study's objective) by the end of its budget, and prunes below ``confidence``. The
+chance is the larger of two readings:
 
-- the study's: each finished trial ``j`` that reached this share ``u`` of the budget gives one
-  future: from its level at ``u`` (the median of its latest reports) to the best it reported after
-  ``u``, as a gain relative to that level. Applied to this trial's level, how many of those futures
-  beat the incumbent? A future that ends within noise of the incumbent is not a hard loss: it
-  wins with the chance that the noise of two checks (this trial's end and the incumbent's, each
-  read off its own trial's latest reports, as the forecast reads it) takes it below. Near-tied
-  trials are told apart by luck: a hard count pruned the best of five digits trials ending within
-  15% of each other in 45 of 100 orders. The incumbent's noise is the incumbent's own: a trial
-  still at a bounded metric's ceiling (mode error near 1) reports almost without noise, and with
-  its noise standing for both checks, near ties at the incumbent's level counted as hard losses.
-  In studies of 12 trials drawn from ganstop's grid25 and ring8 tables (draws seeded apart from
-  ``benchmarks/small_studies.py``'s) that kept a trial within 5% of the draw's best in 94% and 90%
-  of the draws (worst +28%): slow starters still at the ceiling at a tenth of the budget were
-  pruned, and ended best. With the incumbent's own noise, 99% and 97% (worst +8%), at the same
-  cost. On best-so-far reports (``ganstop tune``'s), whose differences are mostly alike, the noise
-  reads near zero and the count stays nearly hard.
-  Completed trials count whole; a pruned trial is censored: it counts when its cut-off future
-  already beat the incumbent, and is left out otherwise (its future is unknown). The share is
-  read only where ``n_min_trials`` finished trials reached this share, and smoothed by PRIOR
-  pseudo-futures that win as often as the learned curve model (``stopping.curve_model``, the one
-  the stopper asks) says this trial's own curve will beat the incumbent: the model is the prior,
-  the study's own finished trials the evidence, so it speaks most while few trials have finished
-  and fades as they add up. An uninformed prior (half of the pseudo-futures winning, as before)
-  spent 0.62 of the epochs over the seven study tables instead of 0.60, on 100 trial orders
-  seeded apart from the benchmark's, every best kept either way; the saving is on ganstop's own
-  tables, which the model never saw (grid25 0.73 -> 0.67, digits 0.62 -> 0.59, ring8 0.58 -> 0.56).
-- the trial's own: ganstop's fitted curve ensemble (``stopping.forecast.fit``, which the stopper
-  also asks) of what the rest of its budget can reach, read as P(a check by the end beats the
-  incumbent). A slow starter still falling fast is kept by this reading even when no finished
-  trial gained as much from as far behind; a trial that collapsed has a high level, so the
-  study's futures no longer carry it, and its own forecast says it will not come back. The
-  curve model is not asked for this reading, only for the futures' prior: read as the lower of
-  fit and model it saved epochs (0.56 of them instead of 0.63 over the seven study tables,
-  ring8's then at 10 trials, every best kept, on 100 trial orders apart from the benchmark's),
-  but it is one step from losing slow starters: at confidence 0.2 it lost Tiny-ImageNet's best
-  run, which falls 3x after a tenth of its budget, in 59% of the orders (the fit alone: none),
-  and it prunes a hand-made run falling 40x at its 5th report (tests/test_pruner.py): five
-  checks into its budget, that run looks like the many GAN curves that slow down (a model
-  trained on a prior with falls twice as long and deep still gave it P < 0.03). Read as the
-  higher of the two it only spent more (0.65), and kept no best the fit alone lost.
+- the study's: each finished trial that reached this share of the budget gives one future, its
+  gain from its level there to the best it reported after, applied to this trial's level. A
+  future that ends within noise of the incumbent wins by chance (the noise of two checks, each
+  read off its own trial), not surely or never: near-tied trials are told apart by luck.
+  Completed trials count whole; a pruned trial is censored (it counts only where its cut-off
+  future already won). PRIOR pseudo-futures win as often as the learned curve model
+  (``stopping.curve_model``, the one the stopper asks) says this trial's own curve will: the
+  model speaks while few trials have finished and fades as they add up.
+- the trial's own: the stopper's fitted curve ensemble (``stopping.forecast.fit``). It keeps a
+  slow starter still falling fast when no finished trial gained as much, and lets a trial that
+  collapsed go.
 
-Steps are read as shares of ``max_resource`` (trials of different lengths, and steps in any
-unit, line up), a trial whose best so far already beats the incumbent is never pruned, nor one
-whose best check ties it within the noise of two checks (the chance that noise puts it below is
-at least ``confidence``): pruning such a trial, however its curve goes on, throws away a
-checkpoint as good as the incumbent but for luck. Without this, ForecastPruner lost ring8's best
-trial in 3 of 100 trial orders (seeded apart from the benchmark's): its best reported check,
-0.0209, was 5% behind the incumbent (0.0199), within its noise, and it was pruned as it
-collapsed at 96% of its budget, its best checkpoint (0.0182) with it. With it, none, and 0.619
-of the epochs over the seven study tables instead of 0.622 (a near tie kept completes as a
-better incumbent sooner). Nothing is pruned before ``warmup`` of the budget. It works on raw
-values (plain Optuna) and on best-so-far values plus a compute charge (``ganstop tune``): both
-are the study's objective at that step. Non-finite values of finished trials are ignored; a
-trial whose latest report is NaN or infinite (in the wrong direction) is pruned, as Optuna's
-median pruner does.
+No trial is pruned before ``warmup`` of the budget, while its best beats the incumbent, or while
+its best check ties the incumbent within the noise of two checks: pruning it would throw away a
+checkpoint as good as the incumbent but for luck. A trial whose latest report is NaN or infinite
+(the wrong way) is pruned, as Optuna's median pruner does. Steps are read as shares of
+``max_resource``, so trials of other lengths and steps in any unit line up; raw values (plain
+Optuna) and best-so-far values plus a compute charge (``ganstop tune``) are both the study's
+objective at that step.
 
 Same decision on every worker: the pruner reads the other trials through the storage
 (``study.get_trials``), uses no randomness, and caches each finished trial's futures by trial
-number (finished trials never change) behind a lock, so ``n_jobs`` threads share it.
+number (finished trials never change) behind a lock, so ``n_jobs`` threads share it. The
+measurements behind each choice are in docs/studies.md ("Pruning").
 """
 
 from __future__ import annotations
