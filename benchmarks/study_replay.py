@@ -122,8 +122,9 @@ def study(runs: list[Run], order: np.ndarray, pruner: optuna.pruners.BasePruner,
     """One study in this order: (gap of its best completed trial, share of the unpruned study's
     epochs spent, share spent until it first held a trial within 5%, or None)."""
     sign = 1 if mode == "min" else -1
-    s = optuna.create_study(direction="minimize" if mode == "min" else "maximize", pruner=pruner,
-                            sampler=optuna.samplers.RandomSampler(seed=0))
+    # a fixed name: Optuna's hyperband picks brackets by hashing it (a fresh name each study drew new ones)
+    s = optuna.create_study(study_name="replay", direction="minimize" if mode == "min" else "maximize",
+                            pruner=pruner, sampler=optuna.samplers.RandomSampler(seed=0))
     spent, kept, first = 0.0, None, None
     for index in order:
         run = runs[index]

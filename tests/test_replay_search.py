@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import optuna
 import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -104,22 +105,52 @@ def test_replay_of_a_run_that_does_not_exist_is_one_line_and_exit_2(tracking, ca
     assert err.strip().splitlines()[-1] == "ganstop: error: no MLflow run '0123456789abcdef' in the tracking store"
 
 
-def test_pruners_replayed_on_a_logged_study(tracking, capsys):
-    """Six trials logged as `ganstop tune --pruner none` logs them: four plateau, one starts slow and ends
-    best, one is hopeless. Every pruner keeps some trial; the full replay keeps the slow starter; the
-    pruners that fire spend fewer epochs and hours; forecast keeps the slow starter."""
+def log_study(name: str, curves: dict) -> None:
+    """Trials (number -> FID at each of 50 epochs) logged as `ganstop tune --pruner none` logs them."""
     client = MlflowClient()
-    experiment_id = client.create_experiment("study")
+    experiment_id = client.create_experiment(f"study {name}")
     now = int(time.time() * 1000)
-    curves = [lambda e, k=k: 10 + k + 40 * math.exp(-e / 5) for k in range(4)]
-    curves += [lambda e: 5 + 200 * math.exp(-e / 12), lambda e: 40 + 40 * math.exp(-e / 5)]
-    for number, curve in enumerate(curves):
-        run = client.create_run(experiment_id, tags={"ganstop.study": "s", "ganstop.role": "trial",
+    for number, curve in curves.items():
+        run = client.create_run(experiment_id, tags={"ganstop.study": name, "ganstop.role": "trial",
                                                      "ganstop.trial": str(number)})
         client.log_batch(run.info.run_id, params=[Param("train.max_epochs", "50")],
                          metrics=[Metric(key, value, now, e) for e in range(1, 51)
                                   for key, value in (("fid", curve(e)), ("epoch_seconds", 36.0))])
         client.set_terminated(run.info.run_id)
+
+
+def test_hyperband_replays_each_trial_in_the_bracket_the_live_study_gave_it(tracking, capsys, monkeypatch):
+    """Optuna's hyperband picks a trial's bracket by hashing the study's name and the trial's number:
+    the replay reports each trial under the study's name and its own number, a failed trial's (3,
+    which left no curve) included, so the brackets are the live study's and the replay is the same
+    on every run."""
+    log_study("nightly", {n: (lambda e, n=n: 10 + n + 40 * math.exp(-e / (3 + n))) for n in (0, 1, 2, 4, 5, 6, 7)})
+    seen = []
+    bracket = optuna.pruners.HyperbandPruner._get_bracket_id
+
+    def spy(self, study, trial):
+        seen.append((study.study_name, trial.number))
+        return bracket(self, study, trial)
+
+    monkeypatch.setattr(optuna.pruners.HyperbandPruner, "_get_bracket_id", spy)
+    outs = []
+    for _ in range(2):
+        code, out, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "nightly",
+                                 "--pruners", "hyperband"], capsys)
+        assert code == 0, err
+        outs.append(out)
+    assert {name for name, _ in seen} == {"nightly"}
+    assert {number for _, number in seen} == set(range(8))  # 4 to 7 keep their numbers behind the failed 3
+    assert outs[0] == outs[1]
+
+
+def test_pruners_replayed_on_a_logged_study(tracking, capsys):
+    """Six trials logged as `ganstop tune --pruner none` logs them: four plateau, one starts slow and ends
+    best, one is hopeless. Every pruner keeps some trial; the full replay keeps the slow starter; the
+    pruners that fire spend fewer epochs and hours; forecast keeps the slow starter."""
+    curves = [lambda e, k=k: 10 + k + 40 * math.exp(-e / 5) for k in range(4)]
+    curves += [lambda e: 5 + 200 * math.exp(-e / 12), lambda e: 40 + 40 * math.exp(-e / 5)]
+    log_study("s", dict(enumerate(curves)))
     code, out, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s",
                              "--pruners", "median,forecast"], capsys)
     assert code == 0, err

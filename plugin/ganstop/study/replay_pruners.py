@@ -39,16 +39,20 @@ class Replayed:
     best_value: float | None  # that trial's objective
 
 
-def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weight: float,
+def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weight: float, study_name: str,
                  confidence: float = CONFIDENCE) -> Replayed:
     """``curves``: (trial number, curve, seconds of each check's epoch) in the order the trials ran;
-    ``confidence``: the forecast pruner's, as ``ganstop tune --prune-confidence``."""
+    ``study_name``: the replayed study's (Optuna's hyperband puts a trial in the bracket that a hash
+    of the study's name and the trial's number picks); ``confidence``: the forecast pruner's, as
+    ``ganstop tune --prune-confidence``."""
     mode = curves[0][1].mode
-    study = optuna.create_study(direction="minimize" if mode == "min" else "maximize",
+    study = optuna.create_study(study_name=study_name, direction="minimize" if mode == "min" else "maximize",
                                 pruner=make_pruner(pruner, max_resource=max(c.budget for _, c, _ in curves),
                                                    confidence=confidence))
     epochs, seconds, kept = 0, 0.0, None
     for number, curve, times in curves:
+        while len(study.trials) < number:  # a trial that left no curve (it failed) keeps its number taken
+            study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
         trial, best, value, ran = study.ask(), None, None, 0
         for k, (epoch, metric, _) in enumerate(curve.checks):
             if not math.isfinite(metric):
@@ -88,7 +92,7 @@ def run(recipe: Recipe, study: str, pruners: list[str], quality_only: bool = Fal
     ordered.sort(key=lambda item: item[0])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     names = ["none", *[p for p in pruners if p != "none"]]
-    return [replay_study(ordered, name, weight, confidence) for name in names]
+    return [replay_study(ordered, name, weight, study, confidence) for name in names]
 
 
 def describe(results: list[Replayed], study: str, confidence: float) -> str:
