@@ -51,7 +51,7 @@ def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weig
                                                    confidence=confidence))
     epochs, seconds, kept = 0, 0.0, None
     for number, curve, times in curves:
-        while len(study.trials) < number:  # a trial that left no curve (it failed) keeps its number taken
+        while len(study.get_trials(deepcopy=False)) < number:  # a failed trial (no curve) keeps its number
             study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
         trial, best, value, ran = study.ask(), None, None, 0
         for k, (epoch, metric, _) in enumerate(curve.checks):
