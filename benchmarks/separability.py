@@ -35,9 +35,9 @@ MIN_RUNS = 8  # a rank correlation over fewer runs says little
 PARTED = 0.7  # a table's curves have parted where the correlation first reaches this
 
 
-def profile(path: Path) -> tuple[list[float], list[int]] | None:
-    """Per share: the rank correlation of level with the run's best, and the runs ahead of the
-    run that ends best; None for a table of fewer than MIN_RUNS runs."""
+def profile(path: Path) -> tuple[int, list[float], list[int]] | None:
+    """The table's runs, and per share: the rank correlation of level with the run's best, and the
+    runs ahead of the run that ends best; None for a table of fewer than MIN_RUNS runs."""
     _, curves = load_curves(path)
     if len(curves) < MIN_RUNS:
         return None
@@ -54,7 +54,7 @@ def profile(path: Path) -> tuple[list[float], list[int]] | None:
         levels = np.array(levels)
         rhos.append(float(spearmanr(levels, ends)[0]))
         ahead.append(int((levels < levels[best]).sum()))
-    return rhos, ahead
+    return len(runs), rhos, ahead
 
 
 def pruned(path: Path, orders: int) -> dict[str, float]:
@@ -85,11 +85,11 @@ def main() -> None:
              "and the share of orders keeping a trial within 5% of the best.", "",
              header, "| --- |" + " --- |" * (len(SHARES) + 3)]
     result: dict[str, object] = {"orders": args.orders}
-    for path, (rhos, ahead) in profiles.items():
+    for path, (n_runs, rhos, ahead) in profiles.items():
         parted = next((float(s) for s, r in zip(SHARES, rhos) if r >= PARTED), 1.0)
         replay = replays[path]
         cells = " | ".join(f"{r:+.2f} ({a})" for r, a in zip(rhos, ahead))
-        lines.append(f"| `{path.stem}` | {len(load_curves(path)[1])} | {cells} | {parted:.0%} | "
+        lines.append(f"| `{path.stem}` | {n_runs} | {cells} | {parted:.0%} | "
                      f"{replay['share']:.2f} ({replay['within5']:.0%}) |")
         result[f"{path.stem}_parted_at"] = parted
         result[f"{path.stem}_pruner_share"] = replay["share"]
