@@ -159,7 +159,8 @@ distributed.leave()
 ''')
     done = train(str(script), command=[sys.executable, "-m", "torch.distributed.run", "--standalone",
                                        "--nproc-per-node", "2"])
-    assert done.returncode == 0, done.stderr[-3000:]
+    # stdout too: whether each rank printed its stop tells a teardown abort from one mid-run
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
     stops = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("RANK"))
     assert stops == [["0", "1", "max_epochs"], ["1", "1", "stopping_threshold"]]
 
