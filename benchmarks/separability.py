@@ -23,12 +23,11 @@ import numpy as np
 import optuna
 from _report import publish
 from scipy.stats import spearmanr
-from study_replay import runs_of, score
+from study_replay import CURVES, orders_of, runs_of, score
 
 from ganstop.stopping.replay import load_curves
 from ganstop.study.forecast_pruner import level
 
-CURVES = Path(__file__).resolve().parent / "curves"
 PRUNER = "ForecastPruner"
 SHARES = np.round(np.arange(0.1, 1.0, 0.1), 1)
 MIN_RUNS = 8  # a rank correlation over fewer runs says little
@@ -61,8 +60,7 @@ def pruned(path: Path, orders: int) -> dict[str, float]:
     """ForecastPruner on this table, replayed on study_replay's first ``orders`` trial orders."""
     _, curves = load_curves(path)
     runs = runs_of(curves)
-    return score(runs, curves[0].mode, [np.random.default_rng(k).permutation(len(runs)) for k in range(orders)],
-                 PRUNER)
+    return score(runs, curves[0].mode, orders_of(len(runs), orders), PRUNER)
 
 
 def main() -> None:
@@ -95,6 +93,7 @@ def main() -> None:
         result[f"{path.stem}_pruner_share"] = replay["share"]
     publish("How early a study's trials part, and what the pruner spends there", lines, result,
             report=not args.no_report)
+
 
 if __name__ == "__main__":
     main()

@@ -117,6 +117,11 @@ OPTUNA = [m for m in METHODS if m.split(",")[0].split(" (")[0] in
           ("median", "percentile 25", "successive halving", "hyperband", "patient")]
 
 
+def orders_of(n_runs: int, count: int) -> list[np.ndarray]:
+    """The benchmark's trial orders: ``count`` permutations of ``n_runs`` trials, seeded by index."""
+    return [np.random.default_rng(k).permutation(n_runs) for k in range(count)]
+
+
 def study(runs: list[Run], order: np.ndarray, pruner: optuna.pruners.BasePruner, stopper: bool, mode: str,
           best: float) -> tuple[float, float, float | None]:
     """One study in this order: (gap of its best completed trial, share of the unpruned study's
@@ -255,7 +260,7 @@ def main() -> None:
             raise SystemExit(f"{path}: runs of one table must share a mode, got {sorted(modes)}")
         runs = runs_of(curves)
         tables.append((path, source, runs, curves[0].mode,
-                       [np.random.default_rng(k).permutation(len(runs)) for k in range(args.orders)]))
+                       orders_of(len(runs), args.orders)))
     # each (table, method) replays its orders alone: independent jobs, one process each
     with ProcessPoolExecutor(args.jobs) as pool:
         jobs = {(path.stem, m): pool.submit(score, runs, mode, orders, m)
