@@ -144,6 +144,37 @@ def test_a_slow_starter_of_the_grid25_table_is_kept_after_a_noisy_incumbent():
     assert study.best_trial.number == 1 and study.best_value == min(v for _, v, _ in curves[36].checks)
 
 
+def test_tunes_reports_keep_the_ring8_tables_second_best_trial_coming_second():
+    """``ganstop tune``'s reports (OptunaPruning) of the shipped ring8 table's trial 1, then trial
+    29, the table's second best. Reported check by check, trial 29's scatter reads as its checks'
+    noise, its near ties are kept, and it completes as the study's best. Reported as the best so
+    far (as tune did before), its staircase read noiseless and it was pruned, the study's best
+    61% behind."""
+    from ganstop import recipe as rc
+    from ganstop.stopping.stopper import Check
+    from ganstop.study.objective import Objective, OptunaPruning
+    from ganstop.study.space import SearchSpace
+
+    _, curves = load_curves(ROOT / "benchmarks" / "curves" / "ganstop-ring8-mlp.json")
+    objective = Objective(rc.load(None, [("train.max_epochs", 100)]), SearchSpace({}, compute_weight=0.0),
+                          "mode_error", "min", "p", "0", "s", client=None)
+    study = optuna.create_study(pruner=ForecastPruner(max_resource=100))
+    for curve in (curves[1], curves[29]):
+        trial, values = study.ask(), [v for _, v, _ in curve.checks]
+        pruning = OptunaPruning(trial, "mode_error", objective)
+        try:
+            for epoch, value in enumerate(values, start=1):
+                pruning.on_validation_end(epoch, {"mode_error": value}, None, Check(False, False, None))
+                pruning.on_epoch_end(epoch, {"mode_error": value})
+        except optuna.TrialPruned:
+            study.tell(trial, state=State.PRUNED)
+            continue
+        study.tell(trial, objective.value(min(values), len(values)))
+    assert [t.state for t in study.trials] == [State.COMPLETE, State.COMPLETE]
+    assert study.best_trial.number == 1
+    assert study.best_value == min(v for _, v, _ in curves[29].checks)
+
+
 def test_a_trial_better_than_the_incumbent_is_never_pruned():
     assert first_prune(study_of(*plateaus()), lambda t: fast(t) - 2) is None
 

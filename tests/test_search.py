@@ -101,7 +101,7 @@ def test_objective_charges_for_compute_unless_quality_only():
     assert maximize.value(0.9, budget) == pytest.approx(0.8)
 
 
-def test_pruning_reports_the_objective_so_far_on_the_final_values_scale():
+def test_pruning_reports_each_checks_objective_on_the_final_values_scale():
     from ganstop.study.objective import OptunaPruning
     from ganstop.stopping.stopper import Check
 
@@ -113,7 +113,7 @@ def test_pruning_reports_the_objective_so_far_on_the_final_values_scale():
         pruning.on_validation_end(epoch, {"fid": fid}, None, Check(False, False, None))
         pruning.on_epoch_end(epoch, {"fid": fid})
     reported = trial.storage.get_trial(trial._trial_id).intermediate_values
-    assert reported == pytest.approx({1: 3.1, 2: 2.2, 3: 2.3})  # best so far + 1.0 x epochs / 10
+    assert reported == pytest.approx({1: 3.1, 2: 2.2, 3: 5.3})  # each check + 1.0 x epochs / 10, not the best so far
 
 
 def test_the_sampler_has_its_own_seed_and_workers_never_share_one():

@@ -24,9 +24,10 @@ No trial is pruned before ``warmup`` of the budget, while its best beats the inc
 its best check ties the incumbent within the noise of two checks: pruning it would throw away a
 checkpoint as good as the incumbent but for luck. A trial whose latest report is NaN or infinite
 (the wrong way) is pruned, as Optuna's median pruner does. Steps are read as shares of
-``max_resource``, so trials of other lengths and steps in any unit line up; raw values (plain
-Optuna) and best-so-far values plus a compute charge (``ganstop tune``) are both the study's
-objective at that step.
+``max_resource``, so trials of other lengths and steps in any unit line up. A report is one
+check's value on the study's objective (plain Optuna's raw values; ``ganstop tune``'s carry the
+compute charge so far): reports of the best so far would hide the checks' noise that near ties
+are told apart by.
 
 Same decision on every worker: the pruner reads the other trials through the storage
 (``study.get_trials``), uses no randomness, and caches each finished trial's futures by trial

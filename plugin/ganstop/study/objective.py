@@ -25,20 +25,25 @@ from ganstop.tracking import runner
 from ganstop.masking import mask
 from ganstop.errors import RecipeError
 from ganstop.recipe import Recipe
-from ganstop.stopping.criteria import StopReason, better
+from ganstop.stopping.criteria import StopReason
 from ganstop.training.callbacks import Callback
 
 from ganstop.study.space import SearchSpace
 from ganstop.study.tags import PARENT_ATTR, RUN_ATTR, TAG_ERROR, TAG_PARENT, TAG_PRUNED_EPOCH, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
+
 PARENT_WAIT_SECONDS = 60.0
+
+
 class OptunaPruning(Callback):
-    """Reports, at each validation, what the objective would be if the trial ended there (the
-    best metric so far plus the compute charge so far), so intermediate and final values are on
-    one scale; raises TrialPruned when the pruner says so."""
+    """Reports, at each validation, that check's own objective (its metric plus the compute charge
+    so far: the final value's scale) and raises TrialPruned when the pruner says so. Each check's
+    value, not the best so far, as plain Optuna users report: a best-so-far staircase stalls
+    Optuna's patient pruner and hides the check noise ForecastPruner tells near ties apart by
+    (fed one, it kept the ring8 table's best in 75% of trial orders; docs/studies.md)."""
 
     def __init__(self, trial: optuna.Trial, metric: str, objective: "Objective"):
         self.trial, self.metric, self.objective, self.pruned_epoch = trial, metric, objective, None
-        self._stopping, self._best = False, None
+        self._stopping = False
 
     def on_validation_end(self, epoch: int, metrics: dict[str, float], samples, check) -> None:
         self._stopping = check.stop is not None
@@ -48,9 +53,7 @@ class OptunaPruning(Callback):
         value = logs.get(self.metric)
         if value is None or not math.isfinite(value):
             return
-        if self._best is None or better(value, self._best, self.objective.mode):
-            self._best = value
-        self.trial.report(self.objective.value(self._best, epoch), epoch)
+        self.trial.report(self.objective.value(value, epoch), epoch)
         if not self._stopping and self.trial.should_prune():  # a trial that ended itself completes
             self.pruned_epoch = epoch
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")

@@ -3,8 +3,8 @@ have spent on a finished study, and which trial it would have kept, training not
 
 A pruner does not change a trial before it prunes it, so a study whose trials ran to their end
 (``--pruner none``) replays any pruner exactly: its trials, in the order they ran, are reported
-to an in-memory Optuna study as ``ganstop tune`` reports them (the best so far plus the compute
-charge so far) and each pruner decides as it would have. Censored as the stopper replay is: a
+to an in-memory Optuna study as ``ganstop tune`` reports them (each check's metric plus the
+compute charge so far) and each pruner decides as it would have. Censored as the stopper replay is: a
 trial that ended before its budget (its own stopper, or a pruner in the study that ran) is known
 only to its last check; a pruner that has not pruned it by then is scored as letting it end there.
 Time is the trial's logged ``epoch_seconds`` over the epochs it would have run.
@@ -59,8 +59,8 @@ def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weig
                 continue
             best = metric if best is None or better(metric, best, mode) else best
             charge = weight * epoch / curve.budget
-            value = best + charge if mode == "min" else best - charge
-            trial.report(value, epoch)
+            value = best + charge if mode == "min" else best - charge  # the objective were it to end here
+            trial.report(metric + charge if mode == "min" else metric - charge, epoch)
             ran = k + 1
             if epoch < curve.checks[-1][0] and trial.should_prune():
                 break
