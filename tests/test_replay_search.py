@@ -6,6 +6,7 @@ from pathlib import Path
 
 import mlflow
 import optuna
+import pytest
 import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -174,3 +175,35 @@ def test_pruners_replayed_on_a_logged_study(tracking, capsys):
     code, _, err = invoke(["replay", "--recipe", "digits-dcgan", "--from-study", "s", "--prune-confidence", "0.2"],
                           capsys)  # a confidence with nothing to apply it to is a mistake, not a no-op
     assert code == 2 and "--prune-confidence is the forecast pruner's" in err
+
+
+
+def test_the_replay_reports_each_check_as_tune_reports_it(monkeypatch):
+    """The replay is exact only while it reports what `ganstop tune` reports (each check's metric plus
+    the compute charge so far): a pruner fed the same curve by both sees the same values."""
+    from ganstop.stopping.stopper import Check
+    from ganstop.study import replay_pruners
+    from ganstop.study.objective import Objective, OptunaPruning
+    from ganstop.study.space import SearchSpace
+
+    fids = [5.0, 3.0, 4.0, 2.5, 6.0, 2.0]
+    seen = {}
+
+    class Recorder(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            seen.update(trial.intermediate_values)
+            return False
+
+    monkeypatch.setattr(replay_pruners, "make_pruner", lambda *args, **kwargs: Recorder())
+    curve = Curve("t", [(epoch, fid, None) for epoch, fid in enumerate(fids, start=1)], len(fids), "min")
+    replay_pruners.replay_study([(0, curve, [1.0] * len(fids))], "recorder", weight=1.2, study_name="s")
+    objective = Objective(rc.load(None, [("train.max_epochs", len(fids))]), SearchSpace({}, compute_weight=1.2),
+                          "fid", "min", "p", "0", "s", client=None)
+    trial = optuna.create_study(pruner=optuna.pruners.NopPruner()).ask()
+    pruning = OptunaPruning(trial, "fid", objective)
+    for epoch, fid in enumerate(fids, start=1):
+        pruning.on_validation_end(epoch, {"fid": fid}, None, Check(False, False, None))
+        pruning.on_epoch_end(epoch, {"fid": fid})
+    tune = trial.storage.get_trial(trial._trial_id).intermediate_values
+    assert seen == pytest.approx({epoch: tune[epoch] for epoch in seen}) and len(seen) >= 5
+    assert seen[5] == pytest.approx(6.0 + 1.0)  # the fifth check's own value, not the best so far (2.5)
