@@ -150,6 +150,8 @@ def test_tunes_reports_keep_the_ring8_tables_second_best_trial_coming_second():
     noise, its near ties are kept, and it completes as the study's best. Reported as the best so
     far (as tune did before), its staircase read noiseless and it was pruned, the study's best
     61% behind."""
+    from types import SimpleNamespace
+
     from ganstop import recipe as rc
     from ganstop.stopping.stopper import Check
     from ganstop.study.objective import Objective, OptunaPruning
@@ -162,6 +164,7 @@ def test_tunes_reports_keep_the_ring8_tables_second_best_trial_coming_second():
     for curve in (curves[1], curves[29]):
         trial, values = study.ask(), [v for _, v, _ in curve.checks]
         pruning = OptunaPruning(trial, "mode_error", objective)
+        pruning.on_train_start(SimpleNamespace(recipe=objective.base))
         try:
             for epoch, value in enumerate(values, start=1):
                 pruning.on_validation_end(epoch, {"mode_error": value}, None, Check(False, False, None))

@@ -116,6 +116,30 @@ def test_pruning_reports_each_checks_objective_on_the_final_values_scale():
     assert reported == pytest.approx({1: 3.1, 2: 2.2, 3: 5.3})  # each check + 1.0 x epochs / 10, not the best so far
 
 
+def test_a_trial_at_its_last_epoch_completes_whatever_the_pruner_says():
+    """Pruning at the last epoch saves nothing and throws away the best checkpoint: with each check
+    reported, a run whose last check is its worst looks prunable there (and replays never ask)."""
+    from types import SimpleNamespace
+
+    from ganstop.study.objective import OptunaPruning
+    from ganstop.stopping.stopper import Check
+
+    recipe = rc.load(None, [("train.max_epochs", 3)])
+    objective = Objective(recipe, SearchSpace({}, compute_weight=0.0), "fid", "min", "p", "0", "s", client=None)
+    study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=4.0))
+
+    def feed(fids):
+        pruning = OptunaPruning(study.ask(), "fid", objective)
+        pruning.on_train_start(SimpleNamespace(recipe=recipe))
+        for epoch, fid in enumerate(fids, start=1):
+            pruning.on_validation_end(epoch, {"fid": fid}, None, Check(False, False, None))
+            pruning.on_epoch_end(epoch, {"fid": fid})
+
+    feed([3.0, 2.0, 5.0])  # over the threshold at its last epoch: completes
+    with pytest.raises(optuna.TrialPruned, match="epoch 2"):
+        feed([3.0, 5.0, 2.0])  # over it one epoch before: pruned
+
+
 def test_the_sampler_has_its_own_seed_and_workers_never_share_one():
     from ganstop.study.space import make_sampler
     from ganstop.study.runner import _worker_commands

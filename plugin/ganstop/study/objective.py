@@ -43,7 +43,10 @@ class OptunaPruning(Callback):
 
     def __init__(self, trial: optuna.Trial, metric: str, objective: "Objective"):
         self.trial, self.metric, self.objective, self.pruned_epoch = trial, metric, objective, None
-        self._stopping = False
+        self._stopping, self._last_epoch = False, math.inf
+
+    def on_train_start(self, trainer) -> None:
+        self._last_epoch = trainer.recipe.train.max_epochs
 
     def on_validation_end(self, epoch: int, metrics: dict[str, float], samples, check) -> None:
         self._stopping = check.stop is not None
@@ -54,7 +57,9 @@ class OptunaPruning(Callback):
         if value is None or not math.isfinite(value):
             return
         self.trial.report(self.objective.value(value, epoch), epoch)
-        if not self._stopping and self.trial.should_prune():  # a trial that ended itself completes
+        # a trial that ended itself or reached its last epoch completes: pruning it then saves
+        # nothing and would throw away its best checkpoint (its last check may be its worst)
+        if not self._stopping and epoch < self._last_epoch and self.trial.should_prune():
             self.pruned_epoch = epoch
             raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
