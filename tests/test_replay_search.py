@@ -177,7 +177,6 @@ def test_pruners_replayed_on_a_logged_study(tracking, capsys):
     assert code == 2 and "--prune-confidence is the forecast pruner's" in err
 
 
-
 def test_the_replay_reports_each_check_as_tune_reports_it(monkeypatch):
     """The replay is exact only while it reports what `ganstop tune` reports (each check's metric plus
     the compute charge so far): a pruner fed the same curve by both sees the same values."""
