@@ -185,6 +185,16 @@ def train_then_kill(settings: list[str], env: dict[str, str], run_name: str = "v
     return run_id
 
 
+def report_checks(pruning, metric: str, values) -> None:
+    """Each of ``values`` as one epoch's check, through a trial's ``OptunaPruning`` callback as the
+    training loop calls it; raises ``optuna.TrialPruned`` where the study's pruner prunes."""
+    from ganstop.stopping.stopper import Check
+
+    for epoch, value in enumerate(values, start=1):
+        pruning.on_validation_end(epoch, {metric: value}, None, Check(False, False, None))
+        pruning.on_epoch_end(epoch, {metric: value})
+
+
 def invoke(args: list[str], capsys) -> tuple[int, str, str]:
     """Run the CLI in this process: (exit code, stdout, stderr)."""
     from ganstop.cli import main

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import ROOT
+from conftest import ROOT, report_checks
 from ganstop import ForecastPruner
 from ganstop.stopping.replay import load_curves
 from ganstop.study import forecast_pruner
@@ -153,7 +153,6 @@ def test_tunes_reports_keep_the_ring8_tables_second_best_trial_coming_second():
     from types import SimpleNamespace
 
     from ganstop import recipe as rc
-    from ganstop.stopping.stopper import Check
     from ganstop.study.objective import Objective, OptunaPruning
     from ganstop.study.space import SearchSpace
 
@@ -166,9 +165,7 @@ def test_tunes_reports_keep_the_ring8_tables_second_best_trial_coming_second():
         pruning = OptunaPruning(trial, "mode_error", objective)
         pruning.on_train_start(SimpleNamespace(recipe=objective.base))
         try:
-            for epoch, value in enumerate(values, start=1):
-                pruning.on_validation_end(epoch, {"mode_error": value}, None, Check(False, False, None))
-                pruning.on_epoch_end(epoch, {"mode_error": value})
+            report_checks(pruning, "mode_error", values)
         except optuna.TrialPruned:
             study.tell(trial, state=State.PRUNED)
             continue

@@ -11,7 +11,7 @@ import yaml
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from conftest import invoke
+from conftest import invoke, report_checks
 from ganstop import recipe as rc
 from ganstop.stopping.replay import Curve, load_curves, replay
 from ganstop.study.forecast_pruner import CONFIDENCE
@@ -180,7 +180,6 @@ def test_pruners_replayed_on_a_logged_study(tracking, capsys):
 def test_the_replay_reports_each_check_as_tune_reports_it(monkeypatch):
     """The replay is exact only while it reports what `ganstop tune` reports (each check's metric plus
     the compute charge so far): a pruner fed the same curve by both sees the same values."""
-    from ganstop.stopping.stopper import Check
     from ganstop.study import replay_pruners
     from ganstop.study.objective import Objective, OptunaPruning
     from ganstop.study.space import SearchSpace
@@ -200,9 +199,7 @@ def test_the_replay_reports_each_check_as_tune_reports_it(monkeypatch):
                           "fid", "min", "p", "0", "s", client=None)
     trial = optuna.create_study(pruner=optuna.pruners.NopPruner()).ask()
     pruning = OptunaPruning(trial, "fid", objective)
-    for epoch, fid in enumerate(fids, start=1):
-        pruning.on_validation_end(epoch, {"fid": fid}, None, Check(False, False, None))
-        pruning.on_epoch_end(epoch, {"fid": fid})
+    report_checks(pruning, "fid", fids)
     tune = trial.storage.get_trial(trial._trial_id).intermediate_values
     assert seen == pytest.approx({epoch: tune[epoch] for epoch in seen}) and len(seen) >= 5
     assert seen[5] == pytest.approx(6.0 + 1.0)  # the fifth check's own value, not the best so far (2.5)

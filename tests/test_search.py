@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, report_checks
 from ganstop import recipe as rc
 from ganstop.study.objective import Objective
 from ganstop.study.space import SearchSpace
@@ -103,15 +103,12 @@ def test_objective_charges_for_compute_unless_quality_only():
 
 def test_pruning_reports_each_checks_objective_on_the_final_values_scale():
     from ganstop.study.objective import OptunaPruning
-    from ganstop.stopping.stopper import Check
 
     recipe = rc.load(None, [("train.max_epochs", 10)])
     objective = Objective(recipe, SearchSpace({}, compute_weight=1.0), "fid", "min", "p", "0", "s", client=None)
     trial = optuna.create_study(pruner=optuna.pruners.NopPruner()).ask()
     pruning = OptunaPruning(trial, "fid", objective)
-    for epoch, fid in enumerate([3.0, 2.0, 5.0], start=1):
-        pruning.on_validation_end(epoch, {"fid": fid}, None, Check(False, False, None))
-        pruning.on_epoch_end(epoch, {"fid": fid})
+    report_checks(pruning, "fid", [3.0, 2.0, 5.0])
     reported = trial.storage.get_trial(trial._trial_id).intermediate_values
     assert reported == pytest.approx({1: 3.1, 2: 2.2, 3: 5.3})  # each check + 1.0 x epochs / 10, not the best so far
 
@@ -122,7 +119,6 @@ def test_a_trial_at_its_last_epoch_completes_whatever_the_pruner_says():
     from types import SimpleNamespace
 
     from ganstop.study.objective import OptunaPruning
-    from ganstop.stopping.stopper import Check
 
     recipe = rc.load(None, [("train.max_epochs", 3)])
     objective = Objective(recipe, SearchSpace({}, compute_weight=0.0), "fid", "min", "p", "0", "s", client=None)
@@ -131,9 +127,7 @@ def test_a_trial_at_its_last_epoch_completes_whatever_the_pruner_says():
     def feed(fids):
         pruning = OptunaPruning(study.ask(), "fid", objective)
         pruning.on_train_start(SimpleNamespace(recipe=recipe))
-        for epoch, fid in enumerate(fids, start=1):
-            pruning.on_validation_end(epoch, {"fid": fid}, None, Check(False, False, None))
-            pruning.on_epoch_end(epoch, {"fid": fid})
+        report_checks(pruning, "fid", fids)
 
     feed([3.0, 2.0, 5.0])  # over the threshold at its last epoch: completes
     with pytest.raises(optuna.TrialPruned, match="epoch 2"):

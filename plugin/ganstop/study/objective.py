@@ -28,7 +28,7 @@ from ganstop.recipe import Recipe
 from ganstop.stopping.criteria import StopReason
 from ganstop.training.callbacks import Callback
 
-from ganstop.study.space import SearchSpace
+from ganstop.study.space import SearchSpace, charged
 from ganstop.study.tags import PARENT_ATTR, RUN_ATTR, TAG_ERROR, TAG_PARENT, TAG_PRUNED_EPOCH, TAG_ROLE, TAG_STATE, TAG_STUDY, TAG_TRIAL
 
 PARENT_WAIT_SECONDS = 60.0
@@ -127,8 +127,7 @@ class Objective:
         """Quality, charged ``compute_weight`` metric units for using the whole epoch budget."""
         if self.quality_only:
             return best
-        charge = self.space.compute_weight * epochs / self.base.train.max_epochs
-        return best + charge if self.mode == "min" else best - charge
+        return charged(best, epochs, self.base.train.max_epochs, self.space.compute_weight, self.mode)
 
     def _end(self, run_id: str, state: str, status: str, error: str | None = None) -> None:
         self.client.set_tag(run_id, TAG_STATE, state)

@@ -25,7 +25,7 @@ from ganstop.stopping.replay import Curve
 from ganstop.study.forecast_pruner import CONFIDENCE
 from ganstop.study.pruners import make_pruner
 from ganstop.study.replay_search import curves_from_runs
-from ganstop.study.space import SearchSpace
+from ganstop.study.space import SearchSpace, charged
 
 PRUNERS = ("none", "forecast", "median", "percentile", "patient", "successive-halving", "hyperband")
 
@@ -58,9 +58,8 @@ def replay_study(curves: list[tuple[int, Curve, list[float]]], pruner: str, weig
             if not math.isfinite(metric):
                 continue
             best = metric if best is None or better(metric, best, mode) else best
-            charge = weight * epoch / curve.budget
-            value = best + charge if mode == "min" else best - charge  # the objective were it to end here
-            trial.report(metric + charge if mode == "min" else metric - charge, epoch)
+            value = charged(best, epoch, curve.budget, weight, mode)  # the objective were it to end here
+            trial.report(charged(metric, epoch, curve.budget, weight, mode), epoch)
             ran = k + 1
             if epoch < curve.checks[-1][0] and trial.should_prune():
                 break

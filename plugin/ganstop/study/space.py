@@ -15,6 +15,12 @@ DISTRIBUTION_KEYS = {"int": {"low", "high", "step", "log"}, "float": {"low", "hi
                      "categorical": {"choices"}}
 
 
+def charged(value: float, epochs: int, budget: int, weight: float, mode: str) -> float:
+    """``value`` charged ``weight`` metric units (``compute_weight``) for using the whole ``budget``
+    of epochs: the study's objective, one formula for live trials and replayed ones."""
+    charge = weight * epochs / budget
+    return value + charge if mode == "min" else value - charge
+
 
 @dataclass
 class SearchSpace:
