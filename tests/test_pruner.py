@@ -83,6 +83,21 @@ def test_a_slow_starter_that_ends_best_is_not_pruned():
     assert first_prune(median, slow) is not None
 
 
+def test_a_trial_is_judged_by_the_futures_of_the_trials_that_stood_where_it_stands():
+    # four slow starters sit at the ceiling (1.0) until 40% of the budget, then fall to the best
+    # (0.05); twelve others level off at 0.40-0.51. A trial among those twelve: a slow starter's
+    # gain from the ceiling (95%), applied to its level, would carry it past the best, but none of
+    # the ten trials that stood nearest it gained a tenth of that
+    slow = lambda t: 1.0 if t <= 20 else 0.05 + 0.95 * math.exp(-(t - 20) / 5)  # noqa: E731
+    middle = lambda t, k=0.0: 0.4 + k + 0.6 * math.exp(-t / 8)  # noqa: E731
+    trials = lambda: [finished(slow) for _ in range(4)] + \
+        [finished(lambda t, k=k: middle(t, 0.01 * k)) for k in range(12)]  # noqa: E731
+    pruned = first_prune(study_of(*trials()), lambda t: middle(t, 0.005))
+    assert pruned is not None and pruned <= 15  # every finished trial's future kept it to step 27
+    # a slow starter stands among the slow starters, and their futures keep it to the end
+    assert first_prune(study_of(*trials()), lambda t: slow(t) + 0.001) is None
+
+
 def test_a_trial_that_leads_then_collapses_is_pruned_soon_after_the_turn():
     # the completed trials gain a lot late (their LRs anneal), so a leader is worth keeping ...
     late = [finished(lambda t, k=k: 60 - t + k) for k in range(5)]  # 10-14 at the end

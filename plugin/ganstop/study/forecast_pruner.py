@@ -8,8 +8,11 @@ report this pruner asks how likely the trial is to beat the incumbent (the best 
 value, on the study's objective) by the end of its budget, and prunes below ``confidence``. The
 chance is the larger of two readings:
 
-- the study's: each finished trial that reached this share of the budget gives one future, its
-  gain from its level there to the best it reported after, applied to this trial's level. A
+- the study's: each finished trial that reached this share of the budget, of those whose level
+  there stood nearest this trial's (``neighbours``), gives one future, its gain from its level
+  there to the best it reported after, applied to this trial's level: a trial is judged by the
+  trials that stood where it stands, so where the study's laggards never caught up a laggard goes,
+  even though a slow starter's large gain from the ceiling, applied to it, would carry it. A
   future that ends within noise of the incumbent wins by chance (the noise of two checks, each
   read off its own trial), not surely or never: near-tied trials are told apart by luck.
   Completed trials count whole; a pruned trial is censored (it counts only where its cut-off
@@ -82,6 +85,18 @@ def latest_noise(steps: np.ndarray, values: np.ndarray) -> float:
     """One check's noise (``forecast.noise``) over the latest WINDOW of the reports: a check's
     scatter where the trial is now, which is where its next checks will be."""
     return forecast.noise(values[int(np.searchsorted(steps, (1 - WINDOW) * steps[-1])):])
+
+
+def neighbours(levels: np.ndarray, here: float, confidence: float) -> np.ndarray:
+    """Indices of the finished trials' ``levels`` nearest ``here``: the nearest 1 / ``confidence``
+    (the fewest among which a chance of ``confidence`` shows once; 10 at the default) or the square
+    root of their number where that is more (a nearest-neighbour estimate's usual rate), all of them
+    while there are no more. Ties go to the earlier row (the table is in trial-number order, so
+    every worker picks alike)."""
+    k = max(math.ceil(1 / confidence - 1e-9), math.ceil(math.sqrt(levels.size)))
+    if levels.size <= k:
+        return np.arange(levels.size)
+    return np.argsort(np.abs(levels - here), kind="stable")[:k]
 
 
 def level(values: np.ndarray, steps: np.ndarray) -> float:
@@ -157,11 +172,12 @@ class ForecastPruner(BasePruner):
         reached = np.isfinite(levels[:, column]) & np.isfinite(futures[:, column])
         if reached.sum() < self._n_min:
             return False
-        now = levels[reached, column]
-        gains = (now - futures[reached, column]) / np.maximum(np.abs(now), 1e-12)
+        near = neighbours(levels[reached, column], here, self._confidence)
+        now, later, done = levels[reached, column][near], futures[reached, column][near], complete[reached][near]
+        gains = (now - later) / np.maximum(np.abs(now), 1e-12)
         ends = here - gains * abs(here)  # where each future leads this trial
         wins = ends < incumbent
-        counted = wins | complete[reached]  # a censored future that fell short is unknown: left out
+        counted = wins | done  # a censored future that fell short is unknown: left out
         chance = [NormalDist(end, sigma).cdf(incumbent) for end in ends[counted]] if sigma > 0 else wins[counted]
         won, n = float(np.sum(chance)), counted.sum() + PRIOR
         if won / n >= self._confidence:
@@ -185,7 +201,7 @@ class ForecastPruner(BasePruner):
         if fresh or self._table is None:
             for t in fresh:
                 self._seen[t.number] = _futures(t, sign, max_resource)
-            rows = [r for r in self._seen.values() if r is not None]
+            rows = [self._seen[n] for n in sorted(self._seen) if self._seen[n] is not None]
             if rows:
                 self._table = (np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
                                np.array([r[2] for r in rows]), np.array([r[3] for r in rows], float),
