@@ -172,8 +172,8 @@ class ForecastPruner(BasePruner):
         reached = np.isfinite(levels[:, column]) & np.isfinite(futures[:, column])
         if reached.sum() < self._n_min:
             return False
-        near = neighbours(levels[reached, column], here, self._confidence)
-        now, later, done = levels[reached, column][near], futures[reached, column][near], complete[reached][near]
+        rows = np.flatnonzero(reached)[neighbours(levels[reached, column], here, self._confidence)]
+        now, later, done = levels[rows, column], futures[rows, column], complete[rows]
         gains = (now - later) / np.maximum(np.abs(now), 1e-12)
         ends = here - gains * abs(here)  # where each future leads this trial
         wins = ends < incumbent
